@@ -1,0 +1,349 @@
+"""Python client for gymhttp (and the original gym-http-api).
+
+Standard library only.  ``Client`` keeps the original client's class, method
+names and return shapes, so code written for openai/gym-http-api runs
+unchanged; ``reset``/``step`` give the Gymnasium shapes.
+
+    from client import Client
+    with Client("http://127.0.0.1:5000") as c:
+        env = c.env_create("CartPole-v1", seed=0)
+        observation, info = c.reset(env)
+        observation, reward, terminated, truncated, info = c.step(env, 0)
+
+License: MIT.
+"""
+
+from __future__ import annotations
+
+import array
+import base64
+import http.client
+import json
+import os
+import select
+import socket
+import sys
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+__all__ = ["Client", "ServerError", "decode_envelopes", "encode_array"]
+
+ENVELOPE = "__ndarray__"
+_ARRAY_CODES = {  # numpy dtype name -> array module typecode, for when numpy is absent
+    "bool": "B", "int8": "b", "uint8": "B", "int16": "h", "uint16": "H", "int32": "i", "uint32": "I",
+    "int64": "q", "uint64": "Q", "float32": "f", "float64": "d",
+}
+_NO_BODY = object()
+
+
+class ServerError(Exception):
+    """The server answered with an error: ``.message`` and ``.status_code``."""
+
+    def __init__(self, message: str, status_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+    def __str__(self) -> str:
+        return f"{self.status_code}: {self.message}" if self.status_code else self.message
+
+
+# -- arrays -----------------------------------------------------------------
+
+
+def _envelope_to_value(env: dict) -> Any:
+    raw = base64.b64decode(env[ENVELOPE])
+    dtype, shape = env["dtype"], env["shape"]
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        try:
+            import numpy
+        except ImportError:
+            numpy = None
+    if numpy is not None:
+        return numpy.frombuffer(raw, dtype=numpy.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(shape)
+    flat = array.array(_ARRAY_CODES[dtype])
+    flat.frombytes(raw)
+    if sys.byteorder == "big":
+        flat.byteswap()
+    values = flat.tolist()
+    if dtype == "bool":
+        values = [bool(v) for v in values]
+    if not shape:
+        return values[0]
+    for size in reversed(shape[1:]):
+        values = [values[i:i + size] for i in range(0, len(values), size)]
+    return values
+
+
+def decode_envelopes(value: Any) -> Any:
+    """Replace every ``{"__ndarray__": ...}`` in a decoded response with an
+    array: numpy when it is importable, nested lists otherwise."""
+    if isinstance(value, dict):
+        if ENVELOPE in value:
+            return _envelope_to_value(value)
+        return {k: decode_envelopes(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_envelopes(v) for v in value]
+    return value
+
+
+def encode_array(values: Any) -> dict:
+    """An array (numpy, or nested lists with a ``dtype`` guessed) as the
+    base64 envelope the server accepts for actions."""
+    if hasattr(values, "dtype") and hasattr(values, "tobytes"):
+        little = values.astype(values.dtype.newbyteorder("<"), copy=False)
+        import numpy
+
+        data = numpy.ascontiguousarray(little).tobytes()
+        return {ENVELOPE: base64.b64encode(data).decode("ascii"), "dtype": values.dtype.name, "shape": list(values.shape)}
+    shape, flat = [], values
+    while isinstance(flat, (list, tuple)):
+        shape.append(len(flat))
+        flat = flat[0] if flat else None
+    items = _flatten(values)
+    code, dtype = ("q", "int64") if all(isinstance(v, int) for v in items) else ("d", "float64")
+    arr = array.array(code, items)
+    if sys.byteorder == "big":
+        arr.byteswap()
+    return {ENVELOPE: base64.b64encode(arr.tobytes()).decode("ascii"), "dtype": dtype, "shape": shape}
+
+
+def _flatten(values: Any) -> list:
+    if isinstance(values, (list, tuple)):
+        out = []
+        for v in values:
+            out.extend(_flatten(v))
+        return out
+    return [values]
+
+
+def _default(obj: Any) -> Any:
+    """numpy values in requests: arrays to lists, scalars to numbers."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), default=_default).encode
+
+
+# -- the client ---------------------------------------------------------------
+
+
+class Client:
+    """A client of one gymhttp server over one persistent HTTP/1.1 connection.
+
+    ``remote_base`` is the server's URL, e.g. ``http://127.0.0.1:5000``.
+    ``token`` (or ``$GYMHTTP_TOKEN``) is sent as ``Authorization: Bearer``.
+    Use it as a context manager, or call ``close()``.  Not thread-safe: give
+    each thread its own Client.
+    """
+
+    def __init__(self, remote_base: str = "http://127.0.0.1:5000", *, token: str | None = None, timeout: float = 60.0):
+        self.remote_base = remote_base.rstrip("/")
+        parts = urlsplit(self.remote_base if "//" in self.remote_base else "http://" + self.remote_base)
+        if parts.scheme not in ("http", ""):
+            raise ValueError(f"only http:// URLs are supported, not {remote_base!r}")
+        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
+        self._prefix = parts.path.rstrip("/")
+        self.timeout = timeout
+        token = token if token is not None else os.environ.get("GYMHTTP_TOKEN")
+        self._headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._conn: http.client.HTTPConnection | None = None
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _connection(self) -> http.client.HTTPConnection:
+        """The open connection, reopened first if the server closed it while idle.
+
+        The check happens before anything is sent, so no request is ever sent
+        twice; a closed idle connection shows up as a readable socket.
+        """
+        conn = self._conn
+        if conn is not None and conn.sock is not None:
+            try:
+                readable, _, _ = select.select([conn.sock], [], [], 0)
+            except (OSError, ValueError):
+                readable = [conn.sock]
+            if readable:  # EOF (or stray bytes): the server is done with this one
+                conn.close()
+                conn = None
+        if conn is None:
+            conn = self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        return conn
+
+    def _request(self, method: str, route: str, data: Any = _NO_BODY) -> Any:
+        """Send one request; return the decoded JSON reply (None for 204).
+
+        Raises ServerError for an error reply, ConnectionError when the server
+        cannot be reached.
+        """
+        body = None if data is _NO_BODY else _dumps(data).encode()
+        path = self._prefix + route
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.request(method, path, body, self._headers)
+            except (ConnectionError, socket.timeout, OSError) as exc:
+                # The request did not leave whole, so the server cannot have acted on it.
+                conn.close()
+                self._conn = None
+                if attempt == 2 or isinstance(exc, ConnectionRefusedError):
+                    raise ConnectionError(f"cannot reach the gymhttp server at {self.remote_base}: {exc}") from exc
+                continue
+            try:
+                resp = conn.getresponse()
+                raw = resp.read()
+            except (http.client.HTTPException, ConnectionError, OSError) as exc:
+                conn.close()
+                self._conn = None
+                if method == "GET" and attempt == 1:
+                    continue  # safe to repeat
+                raise ConnectionError(
+                    f"the gymhttp server at {self.remote_base} closed the connection before answering "
+                    f"{method} {route}; it may or may not have acted on it"
+                ) from exc
+            break
+        status = resp.status
+        if status == 204 or not raw:
+            if status >= 400:
+                raise ServerError(resp.reason, status)
+            return None
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            if status >= 400:
+                raise ServerError(raw.decode("utf-8", "replace")[:500], status) from None
+            raise
+        if ENVELOPE.encode() in raw:
+            reply = decode_envelopes(reply)
+        if status >= 400:
+            message = reply.get("message", resp.reason) if isinstance(reply, dict) else resp.reason
+            raise ServerError(message, status)
+        return reply
+
+    def _post_request(self, route: str, data: Any) -> Any:
+        return self._request("POST", route, data)
+
+    def _get_request(self, route: str) -> Any:
+        return self._request("GET", route)
+
+    def close(self) -> None:
+        """Close the connection (instances on the server stay)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # -- the original API ------------------------------------------------------
+
+    def env_create(
+        self, env_id: str, *, seed: int | None = None, kwargs: dict | None = None, num_envs: int | None = None,
+        encoding: str | None = None, vectorization_mode: str | None = None, vector_kwargs: dict | None = None,
+    ) -> str:
+        """Create an instance of ``env_id``; returns its instance id.
+
+        ``kwargs`` go to ``gymnasium.make``; ``num_envs`` > 1 makes a vector
+        instance; ``encoding="base64"`` sends arrays as base64 envelopes.
+        """
+        data: dict[str, Any] = {"env_id": env_id}
+        for name, value in (("seed", seed), ("kwargs", kwargs), ("num_envs", num_envs), ("encoding", encoding),
+                            ("vectorization_mode", vectorization_mode), ("vector_kwargs", vector_kwargs)):
+            if value is not None:
+                data[name] = value
+        return self._post_request("/v1/envs/", data)["instance_id"]
+
+    def env_list_all(self) -> dict:
+        """``{instance_id: env_id}`` of every instance on the server."""
+        return self._get_request("/v1/envs/")["all_envs"]
+
+    def env_reset(self, instance_id: str, *, seed: int | None = None, options: dict | None = None) -> Any:
+        """Reset; returns the observation (use :meth:`reset` for the info too)."""
+        return self.reset(instance_id, seed=seed, options=options)[0]
+
+    def env_step(self, instance_id: str, action: Any, render: bool = False) -> list:
+        """Step; returns ``[observation, reward, done, info]`` as the original
+        did (``done = terminated or truncated``; :meth:`step` splits them)."""
+        reply = self._step(instance_id, action, render)
+        return [reply["observation"], reply["reward"], reply["done"], reply["info"]]
+
+    def env_action_space_info(self, instance_id: str) -> dict:
+        """The action space's description (``name``, ``n``, ``shape``...)."""
+        return self._get_request(f"/v1/envs/{quote(instance_id, safe='')}/action_space/")["info"]
+
+    def env_action_space_sample(self, instance_id: str) -> Any:
+        """A random action from the server's action space."""
+        return self._get_request(f"/v1/envs/{quote(instance_id, safe='')}/action_space/sample")["action"]
+
+    def env_action_space_contains(self, instance_id: str, x: Any) -> bool:
+        """Whether ``x`` is in the action space."""
+        encoded = quote(_dumps(x), safe="")
+        return self._get_request(f"/v1/envs/{quote(instance_id, safe='')}/action_space/contains/{encoded}")["member"]
+
+    def env_observation_space_info(self, instance_id: str) -> dict:
+        """The observation space's description."""
+        return self._get_request(f"/v1/envs/{quote(instance_id, safe='')}/observation_space/")["info"]
+
+    def env_observation_space_contains(self, instance_id: str, params: dict) -> bool:
+        """Whether every field in ``params`` equals the space's description."""
+        return self._post_request(f"/v1/envs/{quote(instance_id, safe='')}/observation_space/contains", params)["member"]
+
+    def env_monitor_start(self, instance_id: str, directory: str, force: bool = False, resume: bool = False,
+                          video_callable: bool | int = False) -> None:
+        """Record episode statistics (and videos) into ``directory`` on the server."""
+        data = {"directory": directory, "force": force, "resume": resume, "video_callable": video_callable}
+        self._post_request(f"/v1/envs/{quote(instance_id, safe='')}/monitor/start/", data)
+
+    def env_monitor_close(self, instance_id: str) -> None:
+        """Flush and stop the monitor."""
+        self._post_request(f"/v1/envs/{quote(instance_id, safe='')}/monitor/close/", None)
+
+    def env_close(self, instance_id: str) -> None:
+        """Close the instance on the server."""
+        self._post_request(f"/v1/envs/{quote(instance_id, safe='')}/close/", None)
+
+    def upload(self, training_dir: str, algorithm_id: str | None = None, api_key: str | None = None) -> None:
+        """The old scoreboard upload; the server answers 410 Gone (ServerError)."""
+        if not api_key:
+            api_key = os.environ.get("OPENAI_GYM_API_KEY")
+        data = {"training_dir": training_dir, "algorithm_id": algorithm_id, "api_key": api_key}
+        self._post_request("/v1/upload/", data)
+
+    def shutdown_server(self) -> None:
+        """Ask the server to stop."""
+        self._post_request("/v1/shutdown/", None)
+        self.close()
+
+    # -- Gymnasium shapes ------------------------------------------------------
+
+    def reset(self, instance_id: str, *, seed: int | list | None = None, options: dict | None = None) -> tuple:
+        """``(observation, info)``, like ``gymnasium.Env.reset``."""
+        data: dict[str, Any] = {}
+        if seed is not None:
+            data["seed"] = seed
+        if options is not None:
+            data["options"] = options
+        reply = self._post_request(f"/v1/envs/{quote(instance_id, safe='')}/reset/", data)
+        return reply["observation"], reply["info"]
+
+    def step(self, instance_id: str, action: Any, render: bool = False) -> tuple:
+        """``(observation, reward, terminated, truncated, info)``, like
+        ``gymnasium.Env.step`` (lists of them for a vector instance)."""
+        reply = self._step(instance_id, action, render)
+        return reply["observation"], reply["reward"], reply["terminated"], reply["truncated"], reply["info"]
+
+    def _step(self, instance_id: str, action: Any, render: bool) -> dict:
+        data: dict[str, Any] = {"action": action}
+        if render:
+            data["render"] = True
+        return self._post_request(f"/v1/envs/{quote(instance_id, safe='')}/step/", data)

@@ -1,0 +1,1659 @@
+"""gymhttp: an HTTP server for Gymnasium reinforcement-learning environments.
+
+Programs in any language create, reset and step Gymnasium environments over
+plain JSON.  It keeps the v1 API of openai/gym-http-api, so existing clients
+work unchanged, and runs on today's Gymnasium and numpy.
+
+This is one file that you can copy into a project: standard library +
+gymnasium + numpy, nothing else.
+
+    python gymhttp.py --port 5000
+
+License: MIT (see LICENSE).
+"""
+
+# ---------------------------------------------------------------------------
+# Imports
+# ---------------------------------------------------------------------------
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import hmac
+import importlib
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import unquote
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+__version__ = "1.0.0"
+__all__ = ["GymHTTPServer", "HTTPError", "make_server", "serve", "main", "__version__"]
+
+# ---------------------------------------------------------------------------
+# Constants
+# ---------------------------------------------------------------------------
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
+DEFAULT_MAX_ENVS = 1024
+DEFAULT_MAX_BODY = 16 * 1024 * 1024  # a 1024-env step of 84x84x3 actions still fits
+DEFAULT_TIMEOUT = 120.0  # seconds a connection may sit idle or stall
+MAX_NUM_ENVS = 4096  # sub-environments in one vector instance
+MAX_REQUEST_LINE = 8192
+MAX_HEADER_LINE = 8192
+MAX_HEADERS = 100
+MAX_ECHO = 200  # characters of a client's value quoted back in a message
+INFINITY_BOUND = 1e100  # how infinite Box bounds travel, as the original did
+ID_LENGTH = 8
+RECENT_EPISODES = 100
+JSON_TYPE = "application/json"
+
+log = logging.getLogger("gymhttp")
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+
+class HTTPError(Exception):
+    """An error with an HTTP status; raise it anywhere, it becomes the reply.
+
+    The body is always ``{"message": message}``.  ``headers`` are extra
+    response headers (``Allow`` for 405, for instance).
+    """
+
+    def __init__(self, status: HTTPStatus, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status = HTTPStatus(status)
+        self.message = message
+        self.headers = headers or {}
+
+
+def bad_request(message: str) -> HTTPError:
+    """The 400 that the v1 contract uses for every client mistake."""
+    return HTTPError(HTTPStatus.BAD_REQUEST, message)
+
+
+def short(value: Any) -> str:
+    """``repr`` of a client's value, cut so that a message stays readable."""
+    text = value if isinstance(value, str) else json_text(value)
+    if len(text) > MAX_ECHO:
+        text = text[:MAX_ECHO] + f"... ({len(text)} characters)"
+    return text
+
+
+def json_text(value: Any) -> str:
+    """Render a decoded JSON value back as text for messages."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+# ---------------------------------------------------------------------------
+# JSON encoding of spaces and values
+# ---------------------------------------------------------------------------
+#
+# Responses are encoded with allow_nan=False so that every reply is RFC 8259
+# JSON.  The fast path hands plain lists to the C encoder; only when it
+# refuses (a NaN, an odd key, an object JSON cannot hold) do we walk the value
+# and replace what it choked on.  CartPole never pays for the slow path.
+
+NONFINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+ENVELOPE = "__ndarray__"
+ENVELOPE_DTYPES = frozenset(
+    "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float32 float64".split()
+)
+
+
+def _default(obj: Any) -> Any:
+    """Hook for the JSON encoder: numpy values and anything else."""
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (tuple, set, frozenset)):
+        return list(obj)
+    if isinstance(obj, spaces.GraphInstance):
+        return {"nodes": obj.nodes, "edges": obj.edges, "edge_links": obj.edge_links}
+    return repr(obj)
+
+
+_encode_fast = json.JSONEncoder(allow_nan=False, separators=(",", ":"), default=_default).encode
+
+
+def _float_text(x: float) -> Any:
+    if x != x:
+        return "NaN"
+    if x in (float("inf"), float("-inf")):
+        return "Infinity" if x > 0 else "-Infinity"
+    return x
+
+
+def sanitize(value: Any, depth: int = 0) -> Any:
+    """Make any value strict-JSON-safe: non-finite floats become the strings
+    ``"NaN"``/``"Infinity"``/``"-Infinity"``, keys become strings, and what JSON
+    cannot hold becomes its ``repr``."""
+    if depth > 64:
+        return repr(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return _float_text(value)
+    if isinstance(value, dict):
+        return {
+            (k if isinstance(k, str) else str(k.item() if isinstance(k, np.generic) else k)):
+            sanitize(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [sanitize(v, depth + 1) for v in value]
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "biu" or value.dtype == object:
+            return sanitize(value.tolist(), depth + 1)
+        if value.dtype.kind == "f":
+            return sanitize(value.tolist(), depth + 1)
+        return repr(value)
+    if isinstance(value, np.generic):
+        return sanitize(value.item(), depth + 1)
+    converted = _default(value)
+    if isinstance(converted, str):
+        return converted
+    return sanitize(converted, depth + 1)
+
+
+def encode_json(payload: Any) -> bytes:
+    """Encode a response payload as strict JSON bytes (never NaN/Infinity)."""
+    try:
+        return _encode_fast(payload).encode()
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps(sanitize(payload), allow_nan=False, separators=(",", ":")).encode()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(
+        f"{name} is not valid JSON; send non-finite numbers as the strings "
+        '"NaN", "Infinity" or "-Infinity"'
+    )
+
+
+def decode_json_body(body: bytes) -> dict:
+    """Parse a request body; empty, ``{}`` and ``null`` all mean no parameters."""
+    if not body or body.isspace():
+        return {}
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"Request body is not UTF-8 ({exc.reason} at byte {exc.start}); send UTF-8 JSON")
+    try:
+        params = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise bad_request("Request body is nested too deeply; flatten the JSON")
+    except ValueError as exc:
+        raise bad_request(f"Request body is not valid JSON: {exc}")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise bad_request(f"Request body must be a JSON object of parameters, not a JSON {json_type(params)}")
+    return params
+
+
+# -- the array envelope ------------------------------------------------------
+
+
+def to_envelope(array: np.ndarray) -> dict:
+    """``{"__ndarray__": base64, "dtype", "shape"}`` of an array, little-endian C order."""
+    array = np.asarray(array)
+    if array.dtype.kind not in "biuf":
+        return sanitize(array)
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    data = np.ascontiguousarray(little).tobytes()
+    return {ENVELOPE: base64.b64encode(data).decode("ascii"), "dtype": array.dtype.name, "shape": list(array.shape)}
+
+
+def from_envelope(value: dict) -> np.ndarray:
+    """Inverse of :func:`to_envelope`; raises ``ValueError`` naming what is wrong."""
+    dtype, shape, data = value.get("dtype"), value.get("shape"), value.get(ENVELOPE)
+    if dtype not in ENVELOPE_DTYPES:
+        raise ValueError(f"envelope dtype {short(dtype)} is not one of {sorted(ENVELOPE_DTYPES)}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ValueError(f"envelope shape {short(shape)} is not a list of non-negative integers")
+    if not isinstance(data, str):
+        raise ValueError("envelope __ndarray__ must be a base64 string")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except ValueError:
+        raise ValueError("envelope __ndarray__ is not valid base64")
+    dt = np.dtype(dtype).newbyteorder("<")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if len(raw) != count * dt.itemsize:
+        raise ValueError(f"envelope holds {len(raw)} bytes but dtype {dtype} and shape {shape} need {count * dt.itemsize}")
+    return np.frombuffer(raw, dtype=dt).astype(np.dtype(dtype), copy=True).reshape(shape)
+
+
+def is_envelope(value: Any) -> bool:
+    """Whether a decoded JSON value is an array envelope."""
+    return isinstance(value, dict) and ENVELOPE in value
+
+
+# -- describing spaces -------------------------------------------------------
+
+
+def _bound(x: float) -> float:
+    if x == float("inf"):
+        return INFINITY_BOUND
+    if x == float("-inf"):
+        return -INFINITY_BOUND
+    return x
+
+
+def describe_space(space: Any) -> dict:
+    """A JSON description of a space, with everything needed to rebuild it.
+
+    Fields follow the original server (``name``, ``n``, ``shape``, flattened
+    ``low``/``high`` with infinities as +-1e100) plus what Gymnasium added
+    (``start``, ``dtype``, nested ``spaces``...).  A space this server does not
+    know is described by its name.
+    """
+    name = type(space).__name__
+    info: dict[str, Any] = {"name": name}
+    if isinstance(space, spaces.Discrete):
+        info.update(n=int(space.n), start=int(space.start), dtype=space.dtype.name)
+    elif isinstance(space, spaces.Box):
+        info.update(
+            shape=list(space.shape),
+            dtype=space.dtype.name,
+            low=[_bound(x) for x in space.low.flatten().tolist()],
+            high=[_bound(x) for x in space.high.flatten().tolist()],
+        )
+    elif isinstance(space, spaces.MultiDiscrete):
+        info.update(
+            nvec=space.nvec.tolist(), start=space.start.tolist(), shape=list(space.shape), dtype=space.dtype.name
+        )
+    elif isinstance(space, spaces.MultiBinary):
+        info.update(n=space.n if isinstance(space.n, int) else list(space.n), shape=list(space.shape), dtype=space.dtype.name)
+    elif isinstance(space, spaces.Tuple):
+        info["spaces"] = [describe_space(s) for s in space.spaces]
+    elif isinstance(space, spaces.Dict):
+        info["spaces"] = {k: describe_space(s) for k, s in space.spaces.items()}
+    elif isinstance(space, spaces.Text):
+        info.update(min_length=space.min_length, max_length=space.max_length, charset="".join(space.character_list))
+    elif isinstance(space, spaces.Sequence):
+        info.update(feature_space=describe_space(space.feature_space), stack=bool(space.stack))
+    elif isinstance(space, spaces.Graph):
+        info.update(
+            node_space=describe_space(space.node_space),
+            edge_space=describe_space(space.edge_space) if space.edge_space is not None else None,
+        )
+    elif isinstance(space, spaces.OneOf):
+        info["spaces"] = [describe_space(s) for s in space.spaces]
+    elif getattr(space, "shape", None) is not None:
+        info["shape"] = list(space.shape)
+    return info
+
+
+# -- values out: compiled per space ------------------------------------------
+
+
+def make_encoder(space: Any, base64_arrays: bool = False) -> Callable[[Any], Any]:
+    """Compile a function that turns a value of ``space`` into JSON-ready data.
+
+    Box/MultiDiscrete/MultiBinary become nested lists in their shape (or the
+    base64 envelope), Discrete an int, Tuple a list, Dict an object.  Non-finite
+    floats are left to :func:`encode_json`, which replaces them only when
+    they occur.
+    """
+    if isinstance(space, (spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)):
+        if base64_arrays:
+            return to_envelope
+        return lambda v: np.asarray(v).tolist()
+    if isinstance(space, spaces.Discrete):
+        return int
+    if isinstance(space, spaces.Tuple):
+        parts = [make_encoder(s, base64_arrays) for s in space.spaces]
+        return lambda v: [enc(x) for enc, x in zip(parts, v)]
+    if isinstance(space, spaces.Dict):
+        items = [(k, make_encoder(s, base64_arrays)) for k, s in space.spaces.items()]
+        return lambda v: {k: enc(v[k]) for k, enc in items}
+    if isinstance(space, spaces.Text):
+        return str
+    if isinstance(space, spaces.Sequence):
+        feature = make_encoder(space.feature_space, base64_arrays)
+        if space.stack:
+            return make_encoder(space.stacked_feature_space, base64_arrays)
+        return lambda v: [feature(x) for x in v]
+    if isinstance(space, spaces.OneOf):
+        parts = [make_encoder(s, base64_arrays) for s in space.spaces]
+        return lambda v: [int(v[0]), parts[int(v[0])](v[1])]
+    if isinstance(space, spaces.Graph):
+        arrays = to_envelope if base64_arrays else (lambda a: None if a is None else np.asarray(a).tolist())
+        return lambda g: {"nodes": arrays(g.nodes), "edges": arrays(g.edges), "edge_links": arrays(g.edge_links)}
+    return lambda v: v  # unknown space: the generic encoder copes
+
+
+# -- values in: through the space --------------------------------------------
+
+
+class Invalid(ValueError):
+    """A JSON value that does not fit a space; the text says why."""
+
+
+def _integral(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Invalid(f"{what} must be an integer, not a JSON {json_type(value)}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise Invalid(f"{what} must be an integer, not {value!r}")
+        value = int(value)
+    return value
+
+
+def _array(value: Any, dtype: np.dtype, shape: tuple) -> np.ndarray:
+    """A JSON list (nested in ``shape``, or flat of the right size), a number
+    for a one-element space, or an envelope, as an array of ``dtype``."""
+    if is_envelope(value):
+        arr = from_envelope(value)
+    else:
+        if isinstance(value, (str, bool, dict)) or value is None:
+            raise Invalid(f"expected numbers in shape {list(shape)}, not a JSON {json_type(value)}")
+        try:
+            arr = np.array(value, dtype=object if dtype.kind in "biu" else np.float64)
+        except (ValueError, TypeError) as exc:
+            raise Invalid(f"expected numbers in shape {list(shape)}: {exc}")
+        if arr.dtype == object:
+            flat = arr.reshape(-1).tolist()
+            if any(isinstance(x, (bool, str, list, dict)) or x is None for x in flat):
+                raise Invalid(f"expected integers in shape {list(shape)}")
+            if any(isinstance(x, float) and not x.is_integer() for x in flat):
+                raise Invalid(f"expected integers in shape {list(shape)}, got a fraction")
+            try:
+                arr = arr.astype(np.int64)
+            except (OverflowError, TypeError):
+                raise Invalid(f"integers out of range for {dtype.name}")
+    if arr.shape != shape:
+        if arr.size == int(np.prod(shape, dtype=np.int64)):
+            arr = arr.reshape(shape)
+        else:
+            raise Invalid(f"expected shape {list(shape)}, got shape {list(arr.shape)}")
+    if dtype.kind in "biu" and arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise Invalid(f"expected integers for dtype {dtype.name}")
+    if dtype.kind in "iu" and arr.size and arr.dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise Invalid(f"integers out of range for {dtype.name}")
+    return arr.astype(dtype, copy=False)
+
+
+def make_decoder(space: Any) -> Callable[[Any], Any]:
+    """Compile a function that turns JSON into a value of ``space``'s own types.
+
+    It raises :class:`Invalid` when the JSON cannot be such a value; callers
+    still check membership with ``space.contains``.
+    """
+    if isinstance(space, spaces.Discrete):
+        return lambda v: np.int64(_integral(v, "a Discrete value"))
+    if isinstance(space, (spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)):
+        dtype, shape = space.dtype, space.shape
+        return lambda v: _array(v, dtype, shape)
+    if isinstance(space, spaces.Tuple):
+        parts = [make_decoder(s) for s in space.spaces]
+
+        def tuple_decoder(v):
+            if not isinstance(v, list) or len(v) != len(parts):
+                raise Invalid(f"a Tuple value must be a list of {len(parts)} items, not {short(v)}")
+            return tuple(dec(x) for dec, x in zip(parts, v))
+
+        return tuple_decoder
+    if isinstance(space, spaces.Dict):
+        items = {k: make_decoder(s) for k, s in space.spaces.items()}
+
+        def dict_decoder(v):
+            if not isinstance(v, dict) or set(v) != set(items):
+                raise Invalid(f"a Dict value must be an object with the keys {sorted(items)}")
+            return {k: dec(v[k]) for k, dec in items.items()}
+
+        return dict_decoder
+    if isinstance(space, spaces.Text):
+
+        def text_decoder(v):
+            if not isinstance(v, str):
+                raise Invalid(f"a Text value must be a string, not a JSON {json_type(v)}")
+            return v
+
+        return text_decoder
+    if isinstance(space, spaces.Sequence):
+        feature = make_decoder(space.feature_space)
+        stacked = make_decoder(space.stacked_feature_space) if space.stack else None
+
+        def sequence_decoder(v):
+            if stacked is not None and is_envelope(v):
+                return stacked(v)
+            if not isinstance(v, list):
+                raise Invalid(f"a Sequence value must be a list, not a JSON {json_type(v)}")
+            items = tuple(feature(x) for x in v)
+            if stacked is not None:
+                return gymnasium.vector.utils.concatenate(
+                    space.feature_space, items, gymnasium.vector.utils.create_empty_array(space.feature_space, len(items))
+                )
+            return items
+
+        return sequence_decoder
+    if isinstance(space, spaces.OneOf):
+        parts = [make_decoder(s) for s in space.spaces]
+
+        def oneof_decoder(v):
+            if not isinstance(v, list) or len(v) != 2:
+                raise Invalid("a OneOf value must be [index, value]")
+            index = _integral(v[0], "a OneOf index")
+            if not 0 <= index < len(parts):
+                raise Invalid(f"OneOf index {index} is out of range 0..{len(parts) - 1}")
+            return (np.int64(index), parts[index](v[1]))
+
+        return oneof_decoder
+    if isinstance(space, spaces.Graph):
+
+        def graph_decoder(v):
+            if not isinstance(v, dict) or "nodes" not in v:
+                raise Invalid("a Graph value must be an object with nodes, edges and edge_links")
+            nodes = np.asarray(from_envelope(v["nodes"]) if is_envelope(v["nodes"]) else v["nodes"], dtype=space.node_space.dtype)
+            edges = v.get("edges")
+            if edges is not None and space.edge_space is not None:
+                edges = np.asarray(from_envelope(edges) if is_envelope(edges) else edges, dtype=space.edge_space.dtype)
+            links = v.get("edge_links")
+            if links is not None:
+                links = np.asarray(from_envelope(links) if is_envelope(links) else links, dtype=np.int64)
+            return spaces.GraphInstance(nodes, edges, links)
+
+        return graph_decoder
+    return lambda v: from_envelope(v) if is_envelope(v) else v
+
+
+def contains(space: Any, value: Any) -> bool:
+    """``space.contains`` that answers False instead of raising."""
+    try:
+        return bool(space.contains(value))
+    except Exception:
+        return False
+
+
+class Codec:
+    """Encoder and decoder of one space, compiled once per instance."""
+
+    __slots__ = ("space", "encode", "decode")
+
+    def __init__(self, space: Any, base64_arrays: bool):
+        self.space = space
+        self.encode = make_encoder(space, base64_arrays)
+        self.decode = make_decoder(space)
+
+
+# ---------------------------------------------------------------------------
+# The environment registry
+# ---------------------------------------------------------------------------
+
+
+class Monitor:
+    """What gym's old ``Monitor`` wrote, for a Gymnasium env: per-episode
+    lengths, returns and timestamps in ``openaigym.*.stats.json`` plus a
+    manifest, and videos through Gymnasium's ``RecordVideo``."""
+
+    _counter = iter(range(1, 1 << 62))
+    _counter_lock = threading.Lock()
+
+    def __init__(self, directory: str, env_id: str, force: bool, resume: bool):
+        self.directory = directory
+        self.env_id = env_id
+        os.makedirs(directory, exist_ok=True)
+        existing = [f for f in os.listdir(directory) if f.startswith("openaigym.")]
+        if existing and force:
+            for name in existing:
+                path = os.path.join(directory, name)
+                if os.path.isfile(path) or os.path.islink(path):
+                    os.remove(path)
+        elif existing and not resume:
+            raise bad_request(
+                f"Monitor directory {short(directory)} already holds monitor files ({short(sorted(existing)[:3])}); "
+                "pass force=true to clear them, resume=true to keep them, or use a new directory"
+            )
+        with Monitor._counter_lock:
+            self.batch = next(Monitor._counter)
+        self.stats_name = f"openaigym.episode_batch.{self.batch}.{os.getpid()}.stats.json"
+        self.manifest_name = f"openaigym.manifest.{self.batch}.manifest.json"
+        self.initial_reset_timestamp: float | None = None
+        self.timestamps: list[float] = []
+        self.episode_lengths: list[int] = []
+        self.episode_rewards: list[float] = []
+        self.episode_types: list[str] = []
+        self.length = 0
+        self.total = 0.0
+        self.in_episode = False
+        self.recorder = None  # the RecordVideo wrapper, when recording
+        self.closed = False
+
+    def on_reset(self) -> None:
+        if self.in_episode and self.length > 0:
+            self._finish()
+        if self.initial_reset_timestamp is None:
+            self.initial_reset_timestamp = time.time()
+        self.in_episode, self.length, self.total = True, 0, 0.0
+
+    def on_step(self, reward: float, done: bool) -> None:
+        if not self.in_episode:
+            self.on_reset()
+        self.length += 1
+        self.total += reward
+        if done:
+            self._finish()
+
+    def _finish(self) -> None:
+        self.timestamps.append(time.time())
+        self.episode_lengths.append(self.length)
+        self.episode_rewards.append(self.total)
+        self.episode_types.append("t")
+        self.in_episode, self.length, self.total = False, 0, 0.0
+
+    def flush(self) -> None:
+        """Write the stats and the manifest (rewritten whole each time)."""
+        stats = {
+            "initial_reset_timestamp": self.initial_reset_timestamp,
+            "timestamps": self.timestamps,
+            "episode_lengths": self.episode_lengths,
+            "episode_rewards": self.episode_rewards,
+            "episode_types": self.episode_types,
+        }
+        videos = []
+        if self.recorder is not None:
+            folder = self.recorder.video_folder
+            for name in sorted(os.listdir(folder)):
+                if name.endswith(".mp4"):
+                    videos.append([name, None])
+        manifest = {
+            "stats": self.stats_name,
+            "videos": videos,
+            "env_info": {"gym_version": gymnasium.__version__, "env_id": self.env_id, "server": f"gymhttp {__version__}"},
+        }
+        for name, data in ((self.stats_name, stats), (self.manifest_name, manifest)):
+            path = os.path.join(self.directory, name)
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(encode_json(data).decode())
+            os.replace(tmp, path)
+
+
+class Instance:
+    """One environment (or vector of environments) on the server.
+
+    Every call on it holds ``lock``: calls on one instance run one at a time,
+    calls on different instances run side by side.
+    """
+
+    def __init__(self, instance_id: str, env_id: str, env: Any, *, num_envs: int, encoding: str, seed: int | None):
+        self.instance_id = instance_id
+        self.env_id = env_id
+        self.env = env
+        self.num_envs = num_envs
+        self.vector = num_envs > 1
+        self.encoding = encoding
+        self.lock = threading.Lock()
+        self.pending_seed = seed  # seeds the first reset when the client gives none
+        self.needs_reset = True
+        self.broken: str | None = None
+        self.closed = False
+        self.monitor: Monitor | None = None
+        self.created = self.last_used = time.time()
+        self.steps = 0
+        self.episodes = 0
+        self.recent = collections.deque(maxlen=RECENT_EPISODES)  # (return, length, time)
+        b64 = encoding == "base64"
+        self.action = Codec(env.action_space, b64)
+        self.observation = Codec(env.observation_space, b64)
+        if self.vector:
+            self.single_action_space = env.single_action_space
+            self.single_observation_space = env.single_observation_space
+            self._returns = np.zeros(num_envs, dtype=np.float64)
+            self._lengths = np.zeros(num_envs, dtype=np.int64)
+        else:
+            self._return, self._length = 0.0, 0
+        self.array = to_envelope if b64 else (lambda a: a.tolist())
+
+    # -- statistics ---------------------------------------------------------
+
+    def count_step(self, reward: Any, terminated: Any, truncated: Any) -> None:
+        self.steps += 1
+        now = time.time()
+        if self.vector:
+            self._returns += reward
+            self._lengths += 1
+            done = np.logical_or(terminated, truncated)
+            if done.any():
+                for i in np.flatnonzero(done).tolist():
+                    self.recent.append((float(self._returns[i]), int(self._lengths[i]), now))
+                self.episodes += int(done.sum())
+                self._returns[done] = 0.0
+                self._lengths[done] = 0
+        else:
+            self._return += reward
+            self._length += 1
+            if terminated or truncated:
+                self.recent.append((self._return, self._length, now))
+                self.episodes += 1
+                self._return, self._length = 0.0, 0
+
+    def count_reset(self) -> None:
+        if self.vector:
+            self._returns[:] = 0.0
+            self._lengths[:] = 0
+        else:
+            self._return, self._length = 0.0, 0
+
+    def close(self) -> None:
+        """Close the env and flush its monitor; safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if self.monitor is not None:
+                self.monitor.flush()
+                if self.monitor.recorder is not None:
+                    self.monitor.recorder.stop_recording()
+        except Exception:
+            log.exception("flushing the monitor of %s failed", self.instance_id)
+        try:
+            self.env.close()
+        except Exception:
+            log.exception("closing %s (%s) failed", self.instance_id, self.env_id)
+
+
+class Envs:
+    """The server's instances, by id.  The lock guards the dict only; calls
+    into environments hold each instance's own lock."""
+
+    def __init__(self, max_envs: int = DEFAULT_MAX_ENVS):
+        self.max_envs = max_envs
+        self._instances: dict[str, Instance] = {}
+        self._lock = threading.Lock()
+
+    def add(self, make: Callable[[str], Instance]) -> Instance:
+        """Reserve an id under the limit, build the instance outside the lock."""
+        with self._lock:
+            if len(self._instances) >= self.max_envs:
+                raise HTTPError(
+                    HTTPStatus.TOO_MANY_REQUESTS,
+                    f"The server already holds {len(self._instances)} instances, its limit (--max-envs {self.max_envs}); "
+                    "close some (POST /v1/envs/<id>/close/) or restart the server with a larger --max-envs",
+                )
+            instance_id = secrets.token_hex(ID_LENGTH // 2)
+            while instance_id in self._instances:
+                instance_id = secrets.token_hex(ID_LENGTH // 2)
+            self._instances[instance_id] = None  # type: ignore[assignment]  # reserved
+        try:
+            instance = make(instance_id)
+        except BaseException:
+            with self._lock:
+                self._instances.pop(instance_id, None)
+            raise
+        with self._lock:
+            self._instances[instance_id] = instance
+        return instance
+
+    def get(self, instance_id: str) -> Instance:
+        """The instance, or the v1 400 ``Instance_id <id> unknown``."""
+        instance = self._instances.get(instance_id)
+        if instance is None:
+            raise bad_request(f"Instance_id {short(instance_id)} unknown")
+        return instance
+
+    def remove(self, instance_id: str) -> Instance | None:
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            if instance is None:
+                return None
+            del self._instances[instance_id]
+            return instance
+
+    def all(self) -> list[Instance]:
+        with self._lock:
+            return [i for i in self._instances.values() if i is not None]
+
+    def close_all(self) -> None:
+        """Close every instance, flushing monitors (server shutdown)."""
+        for instance in self.all():
+            with instance.lock:
+                instance.close()
+            self.remove(instance.instance_id)
+
+    def reap_idle(self, idle_seconds: float) -> list[str]:
+        """Close instances untouched for ``idle_seconds``; skip busy ones."""
+        cutoff = time.time() - idle_seconds
+        reaped = []
+        for instance in self.all():
+            if instance.last_used < cutoff and instance.lock.acquire(blocking=False):
+                try:
+                    if instance.last_used < cutoff and not instance.closed:
+                        instance.close()
+                        self.remove(instance.instance_id)
+                        reaped.append(instance.instance_id)
+                finally:
+                    instance.lock.release()
+        return reaped
+
+
+# ---------------------------------------------------------------------------
+# Routes
+# ---------------------------------------------------------------------------
+#
+# A handler takes (server, params, *path_args) and returns a dict (200 JSON),
+# None (204), or a Response.  Anything it raises is mapped in one place,
+# Router.dispatch.
+
+
+class Response:
+    """A reply other than 200 JSON."""
+
+    __slots__ = ("status", "body", "content_type", "headers")
+
+    def __init__(self, status: HTTPStatus, body: bytes = b"", content_type: str = JSON_TYPE, headers: dict | None = None):
+        self.status, self.body, self.content_type, self.headers = status, body, content_type, headers or {}
+
+
+_MISSING = object()
+
+
+def required(params: dict, name: str) -> Any:
+    """A required parameter; null, "" and [] count as missing, as in the original."""
+    value = params.get(name)
+    if value is None or value == "" or value == []:
+        raise bad_request(f"A required request parameter '{name}' was not provided")
+    return value
+
+
+def check_type(name: str, value: Any, kinds: tuple, wanted: str) -> Any:
+    """400 naming ``name`` unless ``value`` is one of ``kinds`` (bool is never int)."""
+    if isinstance(value, bool) and bool not in kinds:
+        raise bad_request(f"Parameter '{name}' must be {wanted}, not {short(value)}")
+    if not isinstance(value, kinds):
+        raise bad_request(f"Parameter '{name}' must be {wanted}, not a JSON {json_type(value)}: {short(value)}")
+    return value
+
+
+def optional(params: dict, name: str, kinds: tuple, wanted: str, default: Any = None) -> Any:
+    """An optional parameter of a JSON type; null means absent."""
+    value = params.get(name)
+    if value is None:
+        return default
+    return check_type(name, value, kinds, wanted)
+
+
+def seed_param(params: dict, name: str = "seed") -> int | list | None:
+    """A seed: a non-negative integer or null (0 is a seed)."""
+    seed = optional(params, name, (int,), "a non-negative integer or null")
+    if seed is not None and seed < 0:
+        raise bad_request(f"Parameter '{name}' must be a non-negative integer or null, not {short(seed)}")
+    return seed
+
+
+def _touch(server: GymHTTPServer, instance_id: str) -> Instance:
+    instance = server.envs.get(instance_id)
+    instance.last_used = time.time()
+    return instance
+
+
+def _live(instance: Instance) -> None:
+    """Inside the lock: the instance may have been closed while we waited."""
+    if instance.closed:
+        raise bad_request(f"Instance_id {instance.instance_id} unknown")
+
+
+def route_create(server: GymHTTPServer, params: dict) -> dict:
+    env_id = required(params, "env_id")
+    check_type("env_id", env_id, (str,), "a string such as 'CartPole-v1'")
+    seed = seed_param(params)
+    kwargs = optional(params, "kwargs", (dict,), "an object of keyword arguments for gymnasium.make", {})
+    num_envs = optional(params, "num_envs", (int,), "a positive integer", 1)
+    if not 1 <= num_envs <= MAX_NUM_ENVS:
+        raise bad_request(f"Parameter 'num_envs' must be between 1 and {MAX_NUM_ENVS}, not {short(num_envs)}")
+    encoding = optional(params, "encoding", (str,), "'list' or 'base64'", "list")
+    if encoding not in ("list", "base64"):
+        raise bad_request(f"Parameter 'encoding' must be 'list' or 'base64', not {short(encoding)}")
+    mode = optional(params, "vectorization_mode", (str,), "'sync', 'async' or 'vector_entry_point'")
+    if mode is not None and mode not in ("sync", "async", "vector_entry_point"):
+        raise bad_request(f"Parameter 'vectorization_mode' must be 'sync', 'async' or 'vector_entry_point', not {short(mode)}")
+    vector_kwargs = optional(params, "vector_kwargs", (dict,), "an object of keyword arguments for the vector env", {})
+    if num_envs == 1 and (mode is not None or vector_kwargs):
+        raise bad_request("Parameters 'vectorization_mode' and 'vector_kwargs' need 'num_envs' above 1")
+    env_id = server.check_env_id(env_id)
+
+    def build(instance_id: str) -> Instance:
+        env = server.make_env(env_id, kwargs, num_envs, mode, vector_kwargs)
+        return Instance(instance_id, env_id, env, num_envs=num_envs, encoding=encoding, seed=seed)
+
+    instance = server.envs.add(build)
+    log.info("created %s: %s x%d", instance.instance_id, env_id, num_envs)
+    return {"instance_id": instance.instance_id}
+
+
+def route_list(server: GymHTTPServer, params: dict) -> dict:
+    return {"all_envs": {i.instance_id: i.env_id for i in server.envs.all()}}
+
+
+def _reset(instance: Instance, seed: Any, options: dict | None) -> tuple:
+    if instance.monitor is not None:
+        instance.monitor.on_reset()
+    try:
+        observation, info = instance.env.reset(seed=seed, options=options)
+    except Exception as exc:
+        instance.broken = f"reset raised {type(exc).__name__}: {exc}"
+        raise
+    instance.broken = None
+    instance.needs_reset = False
+    instance.pending_seed = None
+    instance.count_reset()
+    return observation, info
+
+
+def route_reset(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
+    instance = _touch(server, instance_id)
+    seed = params.get("seed")
+    if instance.vector and isinstance(seed, list):
+        if len(seed) != instance.num_envs or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seed):
+            raise bad_request(f"Parameter 'seed' must be a non-negative integer or a list of {instance.num_envs} of them, not {short(seed)}")
+    else:
+        seed = seed_param(params)
+    options = optional(params, "options", (dict,), "an object of reset options")
+    with instance.lock:
+        _live(instance)
+        if seed is None:
+            seed = instance.pending_seed
+        observation, info = _reset(instance, seed, options)
+        return {"observation": instance.observation.encode(observation), "info": info}
+
+
+def _decode_action(instance: Instance, action: Any) -> Any:
+    codec = instance.action
+    try:
+        value = codec.decode(action)
+    except Invalid as exc:
+        raise bad_request(f"Action {short(action)} is not in the action space {codec.space}: {exc}")
+    if not contains(codec.space, value):
+        raise bad_request(f"Action {short(action)} is not in the action space {codec.space}")
+    return value
+
+
+def route_step(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
+    instance = _touch(server, instance_id)
+    action = params.get("action", _MISSING)
+    if action is _MISSING or action is None:
+        raise bad_request("A required request parameter 'action' was not provided")
+    render = optional(params, "render", (bool,), "true or false", False)
+    with instance.lock:
+        _live(instance)
+        value = _decode_action(instance, action)
+        if instance.broken:
+            raise HTTPError(
+                HTTPStatus.CONFLICT,
+                f"Instance {instance.instance_id} is broken: its environment {instance.broken}; "
+                "reset it (POST /v1/envs/<id>/reset/) to try again, or close it",
+            )
+        if instance.needs_reset:
+            _reset(instance, instance.pending_seed, None)
+        env = instance.env
+        try:
+            observation, reward, terminated, truncated, info = env.step(value)
+        except Exception as exc:
+            instance.broken = f"raised {type(exc).__name__} during step: {exc}"
+            raise
+        if render and env.render_mode not in (None, "human"):
+            try:
+                env.render()
+            except Exception as exc:  # rendering is a side show; the step stands
+                log.warning("render of %s failed: %s", instance_id, exc)
+        if instance.vector:
+            done = np.logical_or(terminated, truncated)
+            instance.count_step(reward, terminated, truncated)
+            array = instance.array
+            return {
+                "observation": instance.observation.encode(observation),
+                "reward": array(np.asarray(reward, dtype=np.float64)),
+                "done": array(done),
+                "terminated": array(np.asarray(terminated, dtype=bool)),
+                "truncated": array(np.asarray(truncated, dtype=bool)),
+                "info": info,
+            }
+        reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
+        done = terminated or truncated
+        instance.count_step(reward, terminated, truncated)
+        if instance.monitor is not None:
+            instance.monitor.on_step(reward, done)
+        return {
+            "observation": instance.observation.encode(observation),
+            "reward": reward,
+            "done": done,
+            "terminated": terminated,
+            "truncated": truncated,
+            "info": info,
+        }
+
+
+def _space_info(instance: Instance, which: str) -> dict:
+    reply = {"info": describe_space(getattr(instance.env, f"{which}_space"))}
+    if instance.vector:
+        reply["single_info"] = describe_space(getattr(instance.env, f"single_{which}_space"))
+    return reply
+
+
+def route_action_space(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
+    return _space_info(_touch(server, instance_id), "action")
+
+
+def route_observation_space(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
+    return _space_info(_touch(server, instance_id), "observation")
+
+
+def route_action_sample(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
+    instance = _touch(server, instance_id)
+    with instance.lock:
+        _live(instance)
+        return {"action": instance.action.encode(instance.env.action_space.sample())}
+
+
+def route_action_contains(server: GymHTTPServer, params: dict, instance_id: str, x: str) -> dict:
+    instance = _touch(server, instance_id)
+    try:
+        value = json.loads(x, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise bad_request(f"Action {short(x)} in the path is not JSON; send e.g. contains/1 or contains/%5B0.5%5D")
+    try:
+        member = contains(instance.action.space, instance.action.decode(value))
+    except Invalid:
+        member = False
+    return {"member": member}
+
+
+def route_observation_contains(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
+    instance = _touch(server, instance_id)
+    info = describe_space(instance.env.observation_space)
+    # As the original: every given field must equal the description, compared as JSON.
+    member = all(k in info and encode_json(info[k]) == encode_json(v) for k, v in params.items())
+    return {"member": member}
+
+
+def route_monitor_start(server: GymHTTPServer, params: dict, instance_id: str) -> None:
+    instance = _touch(server, instance_id)
+    directory = required(params, "directory")
+    check_type("directory", directory, (str,), "a string (a directory path)")
+    force = optional(params, "force", (bool,), "true or false", False)
+    resume = optional(params, "resume", (bool,), "true or false", False)
+    video = params.get("video_callable", False)
+    if video is None or video is False:
+        every = 0
+    elif video is True:
+        every = -1  # gymnasium's capped cubic schedule
+    elif isinstance(video, int) and video >= 1:
+        every = video
+    else:
+        raise bad_request(f"Parameter 'video_callable' must be false, true or a positive integer k (every k-th episode), not {short(video)}")
+    if instance.vector:
+        raise bad_request("Monitoring is for single-env instances; this one is a vector instance (num_envs > 1)")
+    directory = server.monitor_directory(directory)
+    with instance.lock:
+        _live(instance)
+        if instance.monitor is not None:
+            raise bad_request(f"Instance {instance_id} is already monitored into {short(instance.monitor.directory)}; close that monitor first")
+        recorder = None
+        if every:
+            recorder = _video_recorder(instance, directory, every)
+        try:
+            monitor = Monitor(directory, instance.env_id, force=force, resume=resume)
+        except OSError as exc:
+            raise bad_request(f"Cannot use monitor directory {short(directory)}: {exc.strerror}")
+        if recorder is not None:
+            monitor.recorder = recorder
+            instance.env = recorder
+        instance.monitor = monitor
+        monitor.flush()
+    return None
+
+
+def _video_recorder(instance: Instance, directory: str, every: int) -> Any:
+    mode = instance.env.render_mode
+    if mode != "rgb_array":
+        raise bad_request(
+            f"Recording video needs an env made with render_mode 'rgb_array' (this one has {mode!r}); "
+            'create it with "kwargs": {"render_mode": "rgb_array"}, or pass video_callable=false'
+        )
+    try:
+        importlib.import_module("moviepy")
+    except ImportError:
+        raise bad_request("Recording video needs moviepy, which is not installed on the server (pip install moviepy); or pass video_callable=false")
+    from gymnasium.wrappers import RecordVideo
+
+    trigger = None if every < 0 else (lambda episode: episode % every == 0)
+    return RecordVideo(instance.env, directory, episode_trigger=trigger, name_prefix="openaigym.video", disable_logger=True)
+
+
+def route_monitor_close(server: GymHTTPServer, params: dict, instance_id: str) -> None:
+    instance = _touch(server, instance_id)
+    with instance.lock:
+        _live(instance)
+        monitor = instance.monitor
+        if monitor is None:
+            return None
+        monitor.flush()
+        if monitor.recorder is not None:
+            monitor.recorder.stop_recording()
+            instance.env = monitor.recorder.env
+        instance.monitor = None
+    return None
+
+
+def route_close(server: GymHTTPServer, params: dict, instance_id: str) -> None:
+    instance = _touch(server, instance_id)
+    with instance.lock:
+        _live(instance)
+        instance.close()
+        server.envs.remove(instance_id)
+    log.info("closed %s", instance_id)
+    return None
+
+
+def route_upload(server: GymHTTPServer, params: dict) -> Response:
+    training_dir = required(params, "training_dir")
+    check_type("training_dir", training_dir, (str,), "a string (a directory path)")
+    required(params, "api_key")
+    message = (
+        "The OpenAI Gym scoreboard that /v1/upload/ sent results to was shut down years ago, so nothing was uploaded; "
+        f"your results stay in {short(training_dir)}"
+    )
+    return Response(HTTPStatus.GONE, encode_json({"message": message}))
+
+
+def route_shutdown(server: GymHTTPServer, params: dict) -> Response:
+    server.request_shutdown()
+    return Response(HTTPStatus.OK, encode_json({"message": "Server shutting down"}), headers={"Connection": "close"})
+
+
+ROUTES: list[tuple[str, str, Callable]] = [
+    ("GET", "/v1/envs", route_list),
+    ("POST", "/v1/envs", route_create),
+    ("POST", "/v1/envs/{instance_id}/reset", route_reset),
+    ("POST", "/v1/envs/{instance_id}/step", route_step),
+    ("GET", "/v1/envs/{instance_id}/action_space", route_action_space),
+    ("GET", "/v1/envs/{instance_id}/action_space/sample", route_action_sample),
+    ("GET", "/v1/envs/{instance_id}/action_space/contains/{x}", route_action_contains),
+    ("GET", "/v1/envs/{instance_id}/observation_space", route_observation_space),
+    ("POST", "/v1/envs/{instance_id}/observation_space/contains", route_observation_contains),
+    ("POST", "/v1/envs/{instance_id}/monitor/start", route_monitor_start),
+    ("POST", "/v1/envs/{instance_id}/monitor/close", route_monitor_close),
+    ("POST", "/v1/envs/{instance_id}/close", route_close),
+    ("POST", "/v1/upload", route_upload),
+    ("POST", "/v1/shutdown", route_shutdown),
+]
+
+
+class Router:
+    """Matches (method, path) against rows of (method, pattern, handler).
+
+    A pattern's ``{name}`` segments capture one path segment each.  A trailing
+    slash never matters.  ``match`` returns (handler, args) or raises the 404
+    or the 405 (with ``Allow``).
+    """
+
+    def __init__(self, routes: list[tuple[str, str, Callable]]):
+        self.routes = routes
+        self._static: dict[str, dict[str, Callable]] = {}  # path -> method -> handler
+        self._dynamic: dict[int, list[tuple[tuple, str, Callable]]] = {}  # segment count -> rows
+        for method, pattern, handler in routes:
+            segments = tuple(pattern.strip("/").split("/"))
+            if any(s.startswith("{") for s in segments):
+                self._dynamic.setdefault(len(segments), []).append((segments, method, handler))
+            else:
+                self._static.setdefault("/" + "/".join(segments), {})[method] = handler
+
+    def match(self, method: str, path: str) -> tuple[Callable, tuple]:
+        """Find the handler for ``method`` on ``path`` and its path arguments."""
+        if method == "HEAD":
+            method = "GET"
+        path = "/" + path.strip("/")
+        methods = self._static.get(path)
+        if methods is not None:
+            handler = methods.get(method)
+            if handler is None:
+                raise self._not_allowed(path, methods)
+            return handler, ()
+        parts = path[1:].split("/")
+        allowed: dict[str, Callable] = {}
+        found = None
+        for segments, row_method, handler in self._dynamic.get(len(parts), ()):
+            args = []
+            for want, got in zip(segments, parts):
+                if want[0] == "{":
+                    if not got:
+                        break
+                    args.append(unquote(got))
+                elif want != got:
+                    break
+            else:
+                if row_method == method:
+                    found = (handler, tuple(args))
+                    break
+                allowed[row_method] = handler
+        if found is not None:
+            return found
+        if allowed:
+            raise self._not_allowed(path, allowed)
+        raise HTTPError(HTTPStatus.NOT_FOUND, f"No route for {short(path)}; the API lives under /v1/ (see README)")
+
+    @staticmethod
+    def _not_allowed(path: str, methods: dict) -> HTTPError:
+        allow = sorted(set(methods) | ({"HEAD"} if "GET" in methods else set()))
+        return HTTPError(
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            f"{short(path)} does not take this method; use {' or '.join(allow)}",
+            headers={"Allow": ", ".join(allow)},
+        )
+
+
+ROUTER = Router(ROUTES)
+
+# ---------------------------------------------------------------------------
+# Request handler
+# ---------------------------------------------------------------------------
+
+
+class GymHTTPRequestHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive and a lean request path.
+
+    ``BaseHTTPRequestHandler`` parses headers with the email package and
+    answers framing errors with HTML; we read the request line and headers
+    ourselves so that every answer, framing errors included, is JSON, and so
+    that a step costs little more than its round trip.
+    """
+
+    protocol_version = "HTTP/1.1"
+    server_version = f"gymhttp/{__version__}"
+    server: GymHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.timeout_seconds)
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not TCP (a Unix socket, say)
+
+    def handle_one_request(self) -> None:
+        self.close_connection = True
+        try:
+            line = self.rfile.readline(MAX_REQUEST_LINE + 1)
+        except (TimeoutError, OSError):
+            return
+        if not line:
+            return
+        started = time.perf_counter()
+        self.command, self.path = "", ""
+        self.request_version = "HTTP/1.1"
+        if len(line) > MAX_REQUEST_LINE:
+            return self._fail(HTTPStatus.REQUEST_URI_TOO_LONG, f"Request line longer than {MAX_REQUEST_LINE} bytes")
+        words = line.split()
+        if len(words) != 3 or not words[2].startswith(b"HTTP/1."):
+            if len(words) == 2 and words[0] == b"GET":  # HTTP/0.9: we don't speak it
+                return self._fail(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not supported; send HTTP/1.1")
+            return self._fail(HTTPStatus.BAD_REQUEST, f"Malformed request line {short(line.decode('latin-1').rstrip())}")
+        try:
+            self.command = words[0].decode("ascii")
+            self.path = words[1].decode("ascii")
+            self.request_version = words[2].decode("ascii")
+        except UnicodeDecodeError:
+            return self._fail(HTTPStatus.BAD_REQUEST, "Request line is not ASCII; percent-encode the path")
+        headers = {}
+        total = 0
+        while True:
+            try:
+                raw = self.rfile.readline(MAX_HEADER_LINE + 1)
+            except (TimeoutError, OSError):
+                return
+            if raw in (b"\r\n", b"\n"):
+                break
+            if not raw:
+                return  # the peer went away mid-request
+            if len(raw) > MAX_HEADER_LINE:
+                return self._fail(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"A header line is longer than {MAX_HEADER_LINE} bytes")
+            total += 1
+            if total > MAX_HEADERS:
+                return self._fail(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"More than {MAX_HEADERS} headers")
+            name, sep, value = raw.partition(b":")
+            if not sep or not name or name != name.strip():
+                return self._fail(HTTPStatus.BAD_REQUEST, f"Malformed header line {short(raw.decode('latin-1').rstrip())}")
+            headers[name.decode("latin-1").lower()] = value.strip().decode("latin-1")
+        self.parsed_headers = headers
+        connection = headers.get("connection", "").lower()
+        if self.request_version == "HTTP/1.0":
+            self.close_connection = "keep-alive" not in connection
+        else:
+            self.close_connection = "close" in connection
+        body = self._read_body(headers)
+        if body is None:
+            return
+        status, extra, payload, content_type = self.server.dispatch(self, body)
+        self.reply(status, payload, content_type, extra)
+        if self.server.log_requests:
+            log.info(
+                "%s %s %s %d %.1fms",
+                self.client_address[0], self.command, self.path, status, (time.perf_counter() - started) * 1000,
+            )
+
+    def _read_body(self, headers: dict) -> bytes | None:
+        """The request body, or None after answering a framing error."""
+        if "transfer-encoding" in headers:
+            if headers["transfer-encoding"].lower() != "chunked":
+                return self._fail(HTTPStatus.NOT_IMPLEMENTED, "Only the chunked Transfer-Encoding is supported")
+            if "content-length" in headers:
+                return self._fail(HTTPStatus.BAD_REQUEST, "Both Transfer-Encoding and Content-Length were sent")
+            return self._read_chunked()
+        length = headers.get("content-length")
+        if length is None:
+            return b""
+        if not length.isdigit() or len(length) > 18:
+            return self._fail(HTTPStatus.BAD_REQUEST, f"Content-Length {short(length)} is not a non-negative integer")
+        size = int(length)
+        if size > self.server.max_body:
+            return self._fail(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"Request body of {size} bytes is over the limit of {self.server.max_body} (--max-body)",
+            )
+        if size == 0:
+            return b""
+        if headers.get("expect", "").lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        try:
+            body = self.rfile.read(size)
+        except (TimeoutError, OSError):
+            self.close_connection = True
+            return None
+        if len(body) < size:
+            self.close_connection = True
+            return None
+        return body
+
+    def _read_chunked(self) -> bytes | None:
+        if self.parsed_headers.get("expect", "").lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        parts, size = [], 0
+        try:
+            while True:
+                line = self.rfile.readline(MAX_HEADER_LINE + 1)
+                text = line.split(b";", 1)[0].strip()
+                try:
+                    chunk = int(text, 16)
+                except ValueError:
+                    return self._fail(HTTPStatus.BAD_REQUEST, "Malformed chunk size in a chunked body")
+                if chunk < 0:
+                    return self._fail(HTTPStatus.BAD_REQUEST, "Malformed chunk size in a chunked body")
+                size += chunk
+                if size > self.server.max_body:
+                    return self._fail(
+                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                        f"Request body over the limit of {self.server.max_body} bytes (--max-body)",
+                    )
+                if chunk == 0:
+                    while self.rfile.readline(MAX_HEADER_LINE + 1) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers, ignored
+                    return b"".join(parts)
+                data = self.rfile.read(chunk)
+                if len(data) < chunk:
+                    self.close_connection = True
+                    return None
+                parts.append(data)
+                self.rfile.readline(3)
+        except (TimeoutError, OSError):
+            self.close_connection = True
+            return None
+
+    def _fail(self, status: HTTPStatus, message: str) -> None:
+        """Answer a framing error and drop the connection: its bytes can't be trusted."""
+        self.close_connection = True
+        self.reply(status, encode_json({"message": message}), JSON_TYPE, {})
+        if self.server.log_requests:
+            log.info("%s %s %s %d", self.client_address[0], self.command or "-", self.path or "-", status)
+        return None
+
+    def reply(self, status: HTTPStatus, body: bytes, content_type: str, headers: dict) -> None:
+        """Write a whole response in one send (Nagle-proof).
+
+        ``Content-Length`` always, except for 204 which has no body (RFC 9110);
+        HEAD gets the headers of GET without the body.
+        """
+        lines = [f"HTTP/1.1 {status.value} {status.phrase}"]
+        if status is not HTTPStatus.NO_CONTENT:
+            lines.append(f"Content-Type: {content_type}")
+            lines.append(f"Content-Length: {len(body)}")
+        for name, value in headers.items():
+            if name == "Connection" and value == "close":
+                self.close_connection = True
+                continue
+            lines.append(f"{name}: {value}")
+        if self.close_connection:
+            lines.append("Connection: close")
+        lines.append("\r\n")
+        head = "\r\n".join(lines).encode("latin-1")
+        if self.command == "HEAD" or status is HTTPStatus.NO_CONTENT:
+            body = b""
+        try:
+            self.wfile.write(head + body)
+        except OSError:
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s - %s", self.address_string(), format % args)
+
+
+# ---------------------------------------------------------------------------
+# serve() / main()
+# ---------------------------------------------------------------------------
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class GymHTTPServer(ThreadingHTTPServer):
+    """The server: a ThreadingHTTPServer (a thread per connection) holding
+    the instances and the settings.  Build one with :func:`make_server`."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        max_envs: int = DEFAULT_MAX_ENVS,
+        max_body: int = DEFAULT_MAX_BODY,
+        timeout: float = DEFAULT_TIMEOUT,
+        idle_timeout: float | None = None,
+        token: str | None = None,
+        monitor_root: str | None = None,
+        imports: tuple[str, ...] = (),
+        log_requests: bool = False,
+    ):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, GymHTTPRequestHandler)
+        self.envs = Envs(max_envs)
+        self.router = ROUTER
+        self.max_body = max_body
+        self.timeout_seconds = timeout
+        self.idle_timeout = idle_timeout
+        self.token = token or None
+        self.monitor_root = os.path.realpath(monitor_root) if monitor_root else None
+        self.allowed_imports = frozenset(imports)
+        self.log_requests = log_requests
+        self.loopback = _is_loopback(address[0])
+        self._shutdown_started = threading.Event()
+        self._reaper: threading.Thread | None = None
+        if idle_timeout:
+            self._reaper = threading.Thread(target=self._reap_loop, name="gymhttp-reaper", daemon=True)
+            self._reaper.start()
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the bound socket (port 0 resolved)."""
+        host, port = self.server_address[:2]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+    # -- dispatch: the one place where errors become responses ---------------
+
+    def dispatch(self, handler: GymHTTPRequestHandler, body: bytes) -> tuple[HTTPStatus, dict, bytes, str]:
+        """Route one request; returns (status, extra headers, body, content type)."""
+        try:
+            self.authorize(handler)
+            path = handler.path.split("?", 1)[0]
+            route, args = self.router.match(handler.command, path)
+            params = decode_json_body(body)
+            result = route(self, params, *args)
+            if result is None:
+                return HTTPStatus.NO_CONTENT, {}, b"", JSON_TYPE
+            if isinstance(result, Response):
+                return result.status, result.headers, result.body, result.content_type
+            return HTTPStatus.OK, {}, encode_json(result), JSON_TYPE
+        except HTTPError as exc:
+            return exc.status, exc.headers, encode_json({"message": exc.message}), JSON_TYPE
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except gymnasium.error.Error as exc:  # Gymnasium refusing what it was asked
+            if handler.command == "POST" and handler.path.rstrip("/").endswith(("/step", "/reset")):
+                log.error("environment error on %s:\n%s", handler.path, traceback.format_exc())
+                return HTTPStatus.INTERNAL_SERVER_ERROR, {}, self._error_body(exc), JSON_TYPE
+            return HTTPStatus.BAD_REQUEST, {}, encode_json({"message": f"{type(exc).__name__}: {exc}"}), JSON_TYPE
+        except Exception as exc:
+            log.error("error on %s %s:\n%s", handler.command, handler.path, traceback.format_exc())
+            return HTTPStatus.INTERNAL_SERVER_ERROR, {}, self._error_body(exc), JSON_TYPE
+
+    @staticmethod
+    def _error_body(exc: BaseException) -> bytes:
+        text = str(exc)
+        if len(text) > 2000:
+            text = text[:2000] + "..."
+        return encode_json({"message": f"The environment raised {type(exc).__name__}: {text}"})
+
+    def authorize(self, handler: GymHTTPRequestHandler) -> None:
+        """Bearer token (constant-time), and shutdown only from loopback
+        unless the token was presented."""
+        presented = False
+        if self.token is not None:
+            given = handler.parsed_headers.get("authorization", "")
+            scheme, _, credential = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), self.token.encode()):
+                raise HTTPError(
+                    HTTPStatus.UNAUTHORIZED,
+                    "This server needs a token: send the header 'Authorization: Bearer <token>' "
+                    "(client.Client(..., token=...) or GYMHTTP_TOKEN)",
+                    headers={"WWW-Authenticate": 'Bearer realm="gymhttp"'},
+                )
+            presented = True
+        if not presented and handler.path.split("?", 1)[0].rstrip("/") == "/v1/shutdown":
+            if not _is_loopback(handler.client_address[0]):
+                raise HTTPError(
+                    HTTPStatus.FORBIDDEN,
+                    "Shutdown is only taken from this machine (loopback) unless the server was started with --token and the request carries it",
+                )
+
+    # -- environments ---------------------------------------------------------
+
+    def check_env_id(self, env_id: str) -> str:
+        """400s for malformed ids and for ``module:Name`` ids whose module was
+        not allowed with --import; returns the id."""
+        module, _, name = env_id.rpartition(":")
+        if module and module not in self.allowed_imports:
+            raise bad_request(
+                f"Env id {short(env_id)} would import the module {short(module)}; "
+                f"start the server with --import {short(module)} to allow it"
+            )
+        try:
+            gymnasium.envs.registration.parse_env_id(name)
+        except gymnasium.error.Error:
+            raise bad_request(f"Attempted to look up malformed environment ID '{short(env_id)}'")
+        return env_id
+
+    def make_env(self, env_id: str, kwargs: dict, num_envs: int, mode: str | None, vector_kwargs: dict) -> Any:
+        """``gymnasium.make`` (or ``make_vec``), with its refusals as 400s."""
+        try:
+            if num_envs == 1:
+                return gymnasium.make(env_id, **kwargs)
+            return gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, vector_kwargs=vector_kwargs, **kwargs)
+        except gymnasium.error.UnregisteredEnv as exc:
+            raise bad_request(f"Environment ID '{short(env_id)}' is not registered: {exc}")
+        except gymnasium.error.Error as exc:
+            if "No registered env" in str(exc):
+                raise bad_request(f"Environment ID '{short(env_id)}' is not registered: {exc}")
+            raise bad_request(f"Cannot make {short(env_id)}: {type(exc).__name__}: {exc}")
+        except (TypeError, ValueError, AssertionError) as exc:
+            raise bad_request(f"Cannot make {short(env_id)} with kwargs {short(kwargs)}: {type(exc).__name__}: {exc}")
+        except ModuleNotFoundError as exc:
+            raise bad_request(f"Cannot make {short(env_id)}: {exc}")
+
+    def monitor_directory(self, directory: str) -> str:
+        """Where a monitor may write: inside --monitor-root when it is set;
+        anywhere on loopback; under the working directory otherwise."""
+        if "\x00" in directory:
+            raise bad_request("Parameter 'directory' contains a NUL byte")
+        root = self.monitor_root
+        if root is None and not self.loopback:
+            root = os.path.realpath(os.getcwd())
+        if root is None:
+            return os.path.abspath(directory)
+        path = os.path.realpath(os.path.join(root, directory))
+        if path != root and not path.startswith(root + os.sep):
+            raise bad_request(
+                f"Monitor directory {short(directory)} is outside the monitor root {root}; "
+                "give a path inside it (relative paths resolve under it) or start the server with another --monitor-root"
+            )
+        return path
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def request_shutdown(self) -> None:
+        """Stop serving soon, from any thread but the serving one."""
+        if not self._shutdown_started.is_set():
+            self._shutdown_started.set()
+            threading.Thread(target=self.shutdown, name="gymhttp-shutdown", daemon=True).start()
+
+    def _reap_loop(self) -> None:
+        interval = max(0.05, min(self.idle_timeout / 4, 5.0))
+        while not self._shutdown_started.wait(interval):
+            for instance_id in self.envs.reap_idle(self.idle_timeout):
+                log.info("closed idle instance %s (--idle-timeout %s)", instance_id, self.idle_timeout)
+
+    def server_close(self) -> None:
+        """Close the socket, then every env (flushing monitors)."""
+        self._shutdown_started.set()
+        super().server_close()
+        self.envs.close_all()
+
+
+def make_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **options: Any) -> GymHTTPServer:
+    """Build a server bound to ``host:port`` (port 0 picks a free one).
+
+    Run it with ``serve_forever()``, in a thread if you like; stop it with
+    ``POST /v1/shutdown/`` or ``shutdown()``, then call ``server_close()``.
+    Options are the keyword arguments of :class:`GymHTTPServer`.
+    """
+    return GymHTTPServer((host, port), **options)
+
+
+def import_modules(names: list[str]) -> None:
+    """Import modules that register environments (``--import``)."""
+    for name in names:
+        importlib.import_module(name)
+
+
+def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, imports: tuple[str, ...] = (), **options: Any) -> None:
+    """Import ``imports``, serve until shut down, then close every env."""
+    import_modules(list(imports))
+    server = make_server(host, port, imports=tuple(imports), **options)
+    if not server.loopback and not server.token:
+        print(
+            f"WARNING: listening on {host} without a token: anyone who can reach this port can run environments "
+            "and write monitor files. Pass --token (or set GYMHTTP_TOKEN).",
+            file=sys.stderr,
+        )
+    interrupts = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        interrupts.append(signum)
+        if len(interrupts) > 1 and signum == signal.SIGINT:
+            os._exit(130)  # a second Ctrl-C: out now
+        server.request_shutdown()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+    print(f"gymhttp {__version__} serving on {server.url}/ (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    print("gymhttp stopped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="gymhttp", description="Serve Gymnasium environments over HTTP/JSON (the v1 gym-http-api)."
+    )
+    parser.add_argument("-l", "--listen", default=DEFAULT_HOST, metavar="HOST", help="address to listen on (default: %(default)s)")
+    parser.add_argument("-p", "--port", type=int, default=DEFAULT_PORT, help="port to listen on, 0 for any free one (default: %(default)s)")
+    parser.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="MODULE",
+        help="import MODULE first so the envs it registers can be made; repeatable (default: none)",
+    )
+    parser.add_argument("--max-envs", type=int, default=DEFAULT_MAX_ENVS, metavar="N", help="most instances at once (default: %(default)s)")
+    parser.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, metavar="BYTES", help="largest request body (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS", help="drop connections idle or stalled this long (default: %(default)s)")
+    parser.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS", help="close instances untouched this long (default: off)")
+    parser.add_argument("--token", default=os.environ.get("GYMHTTP_TOKEN"), help="require 'Authorization: Bearer TOKEN' (default: $GYMHTTP_TOKEN, else none)")
+    parser.add_argument("--monitor-root", default=None, metavar="DIR", help="confine monitor directories to DIR (default: %(default)s)")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="server log level (default: %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s gymhttp %(levelname)s %(message)s")
+    for name in args.imports:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            print(f"gymhttp: error: cannot import {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        serve(
+            args.listen, args.port, imports=tuple(args.imports), max_envs=args.max_envs, max_body=args.max_body,
+            timeout=args.timeout, idle_timeout=args.idle_timeout, token=args.token, monitor_root=args.monitor_root,
+            log_requests=args.log_level in ("debug", "info"),
+        )
+    except OSError as exc:
+        print(f"gymhttp: error: cannot listen on {args.listen}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
