@@ -99,10 +99,15 @@ def short(value: Any) -> str:
     return text
 
 
+def cut(text: str, limit: int = 2 * MAX_ECHO) -> str:
+    """A message part cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def json_text(value: Any) -> str:
     """Render a decoded JSON value back as text for messages."""
     try:
-        return json.dumps(value, allow_nan=False)
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError):
         return repr(value)
 
@@ -224,7 +229,7 @@ def decode_json_body(body: bytes) -> dict:
     except RecursionError:
         raise bad_request("Request body is nested too deeply; flatten the JSON")
     except ValueError as exc:
-        raise bad_request(f"Request body is not valid JSON: {exc}")
+        raise bad_request(f"Request body is not valid JSON: {cut(str(exc))}")
     if params is None:
         return {}
     if not isinstance(params, dict):
@@ -458,15 +463,18 @@ def make_decoder(space: Any) -> Callable[[Any], Any]:
         return text_decoder
     if isinstance(space, spaces.Sequence):
         feature = make_decoder(space.feature_space)
-        stacked = make_decoder(space.stacked_feature_space) if space.stack else None
+        stacked = space.stack and isinstance(space.feature_space, spaces.Box)
 
         def sequence_decoder(v):
-            if stacked is not None and is_envelope(v):
-                return stacked(v)
+            if stacked and is_envelope(v):
+                arr = from_envelope(v)
+                if arr.shape[1:] != space.feature_space.shape:
+                    raise Invalid(f"stacked Sequence items must have shape {list(space.feature_space.shape)}")
+                return arr.astype(space.feature_space.dtype, copy=False)
             if not isinstance(v, list):
                 raise Invalid(f"a Sequence value must be a list, not a JSON {json_type(v)}")
             items = tuple(feature(x) for x in v)
-            if stacked is not None:
+            if space.stack:
                 return gymnasium.vector.utils.concatenate(
                     space.feature_space, items, gymnasium.vector.utils.create_empty_array(space.feature_space, len(items))
                 )
@@ -1417,8 +1425,9 @@ class GymHTTPServer(ThreadingHTTPServer):
     ):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, GymHTTPRequestHandler)
         self.envs = Envs(max_envs)
+        self._shutdown_started = threading.Event()
+        super().__init__(address, GymHTTPRequestHandler)  # binds; may raise OSError
         self.router = ROUTER
         self.max_body = max_body
         self.timeout_seconds = timeout
@@ -1428,7 +1437,6 @@ class GymHTTPServer(ThreadingHTTPServer):
         self.allowed_imports = frozenset(imports)
         self.log_requests = log_requests
         self.loopback = _is_loopback(address[0])
-        self._shutdown_started = threading.Event()
         self._reaper: threading.Thread | None = None
         if idle_timeout:
             self._reaper = threading.Thread(target=self._reap_loop, name="gymhttp-reaper", daemon=True)
@@ -1465,7 +1473,7 @@ class GymHTTPServer(ThreadingHTTPServer):
             if handler.command == "POST" and handler.path.rstrip("/").endswith(("/step", "/reset")):
                 log.error("environment error on %s:\n%s", handler.path, traceback.format_exc())
                 return HTTPStatus.INTERNAL_SERVER_ERROR, {}, self._error_body(exc), JSON_TYPE
-            return HTTPStatus.BAD_REQUEST, {}, encode_json({"message": f"{type(exc).__name__}: {exc}"}), JSON_TYPE
+            return HTTPStatus.BAD_REQUEST, {}, encode_json({"message": f"{type(exc).__name__}: {cut(str(exc))}"}), JSON_TYPE
         except Exception as exc:
             log.error("error on %s %s:\n%s", handler.command, handler.path, traceback.format_exc())
             return HTTPStatus.INTERNAL_SERVER_ERROR, {}, self._error_body(exc), JSON_TYPE
@@ -1523,15 +1531,15 @@ class GymHTTPServer(ThreadingHTTPServer):
                 return gymnasium.make(env_id, **kwargs)
             return gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, vector_kwargs=vector_kwargs, **kwargs)
         except gymnasium.error.UnregisteredEnv as exc:
-            raise bad_request(f"Environment ID '{short(env_id)}' is not registered: {exc}")
+            raise bad_request(f"Environment ID '{short(env_id)}' is not registered: {cut(str(exc))}")
         except gymnasium.error.Error as exc:
             if "No registered env" in str(exc):
-                raise bad_request(f"Environment ID '{short(env_id)}' is not registered: {exc}")
-            raise bad_request(f"Cannot make {short(env_id)}: {type(exc).__name__}: {exc}")
+                raise bad_request(f"Environment ID '{short(env_id)}' is not registered: {cut(str(exc))}")
+            raise bad_request(f"Cannot make {short(env_id)}: {type(exc).__name__}: {cut(str(exc))}")
         except (TypeError, ValueError, AssertionError) as exc:
-            raise bad_request(f"Cannot make {short(env_id)} with kwargs {short(kwargs)}: {type(exc).__name__}: {exc}")
+            raise bad_request(f"Cannot make {short(env_id)} with kwargs {short(kwargs)}: {type(exc).__name__}: {cut(str(exc))}")
         except ModuleNotFoundError as exc:
-            raise bad_request(f"Cannot make {short(env_id)}: {exc}")
+            raise bad_request(f"Cannot make {short(env_id)}: {cut(str(exc))}")
 
     def monitor_directory(self, directory: str) -> str:
         """Where a monitor may write: inside --monitor-root when it is set;

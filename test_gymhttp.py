@@ -1,0 +1,1118 @@
+"""Tests for gymhttp: everything goes over real HTTP to a server on a free port.
+
+Run with ``python -m unittest``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import warnings
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+import client
+import gymhttp
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+logging.getLogger("gymhttp").setLevel(logging.CRITICAL)  # env tracebacks are expected here
+warnings.filterwarnings("ignore", module="gymnasium")
+
+# ---------------------------------------------------------------------------
+# Small environments, one per kind of space or behaviour
+# ---------------------------------------------------------------------------
+
+
+class SpaceEnv(gymnasium.Env):
+    """Observations and actions from given spaces; the observation is a fixed
+    sample so tests can compare it; it terminates after ``length`` steps."""
+
+    metadata = {"render_modes": ["rgb_array", "ansi"]}
+
+    def __init__(self, observation_space, action_space, length=5, render_mode=None):
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.length = length
+        self.render_mode = render_mode
+        self.t = 0
+        self.actions = []
+
+    def _obs(self):
+        self.observation_space.seed(self.t)
+        return self.observation_space.sample()
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {"seed": seed, "options": options}
+
+    def step(self, action):
+        self.actions.append(action)
+        self.t += 1
+        return self._obs(), 1, self.t >= self.length, False, {"t": self.t}
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return np.full((4, 6, 3), self.t, dtype=np.uint8)
+        if self.render_mode == "ansi":
+            return f"t={self.t}\n"
+        return None
+
+
+DICT_OBS = spaces.Dict({"position": spaces.Box(-1.0, 1.0, (2,), np.float32), "mode": spaces.Discrete(3)})
+DICT_ACT = spaces.Dict({"move": spaces.Box(-1.0, 1.0, (2,), np.float32), "jump": spaces.MultiBinary(1)})
+TUPLE_OBS = spaces.Tuple((spaces.Discrete(4, start=1), spaces.Box(0, 10, (3,), np.int64)))
+TUPLE_ACT = spaces.Tuple((spaces.Discrete(2), spaces.Discrete(3)))
+MULTI_OBS = spaces.MultiBinary(4)
+MULTI_ACT = spaces.MultiDiscrete([3, 4])
+TEXT_SPACE = spaces.Text(max_length=8, min_length=1, charset="abc")
+IMAGE_OBS = spaces.Box(0, 255, (8, 6, 3), np.uint8)
+
+gymnasium.register("GymHTTPTest/Dict-v0", entry_point=lambda **kw: SpaceEnv(DICT_OBS, DICT_ACT, **kw))
+gymnasium.register("GymHTTPTest/Tuple-v0", entry_point=lambda **kw: SpaceEnv(TUPLE_OBS, TUPLE_ACT, **kw))
+gymnasium.register("GymHTTPTest/Multi-v0", entry_point=lambda **kw: SpaceEnv(MULTI_OBS, MULTI_ACT, **kw))
+gymnasium.register("GymHTTPTest/Text-v0", entry_point=lambda **kw: SpaceEnv(TEXT_SPACE, TEXT_SPACE, **kw))
+gymnasium.register(
+    "GymHTTPTest/Image-v0", entry_point=lambda **kw: SpaceEnv(IMAGE_OBS, spaces.Discrete(2), **kw),
+    disable_env_checker=True,
+)
+
+
+class NonFiniteEnv(gymnasium.Env):
+    """Returns NaN and infinities, numpy scalar types and objects in info."""
+
+    observation_space = spaces.Box(-np.inf, np.inf, (3,), np.float64)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.array([np.nan, np.inf, -np.inf]), {"nan": float("nan"), "np": np.float32(0.5)}
+
+    def step(self, action):
+        info = {
+            "nan": np.float64("nan"),
+            "inf": float("inf"),
+            "array": np.array([1.0, np.nan]),
+            "int": np.int64(7),
+            "flag": np.bool_(True),
+            "object": object(),
+            "set": {3},
+            5: "int key",
+        }
+        return np.array([np.nan, 1.0, -np.inf]), np.float32(1), np.bool_(False), np.bool_(False), info
+
+
+class RaisingEnv(gymnasium.Env):
+    """Raises on the second step."""
+
+    observation_space = spaces.Discrete(2)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return 0, {}
+
+    def step(self, action):
+        self.t += 1
+        if self.t >= 2:
+            raise RuntimeError("the reactor is on fire")
+        return 0, 0.0, False, False, {}
+
+
+class CounterEnv(gymnasium.Env):
+    """The observation counts steps since creation; it never ends.  A lost
+    or doubled step shows up as a gap or a repeat."""
+
+    observation_space = spaces.Discrete(1_000_000)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self):
+        self.count = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.count, {}
+
+    def step(self, action):
+        value = self.count + 1
+        time.sleep(0.0005)  # widen any race
+        self.count = value
+        return value, 0.0, False, False, {}
+
+
+gymnasium.register("GymHTTPTest/NonFinite-v0", entry_point=NonFiniteEnv, disable_env_checker=True)
+gymnasium.register("GymHTTPTest/Raising-v0", entry_point=RaisingEnv, disable_env_checker=True)
+gymnasium.register("GymHTTPTest/Counter-v0", entry_point=CounterEnv, disable_env_checker=True)
+
+
+class SleepyEnv(gymnasium.Env):
+    """Each step sleeps, the way a slow simulator would."""
+
+    observation_space = spaces.Discrete(2)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, delay=0.02):
+        self.delay = delay
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return 0, {}
+
+    def step(self, action):
+        time.sleep(self.delay)
+        return 0, 0.0, False, False, {}
+
+
+gymnasium.register("GymHTTPTest/Sleepy-v0", entry_point=SleepyEnv, disable_env_checker=True)
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def strict_loads(data: bytes):
+    """json.loads that refuses NaN/Infinity, as Go, JavaScript and Java do."""
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(data, parse_constant=refuse)
+
+
+class ServerTestCase(unittest.TestCase):
+    """Starts a server on a free port in a thread; stops it via /v1/shutdown/."""
+
+    server_options: dict = {}
+
+    def setUp(self):
+        self.server = gymhttp.make_server("127.0.0.1", 0, **self.server_options)
+        self.port = self.server.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+        self.client = client.Client(self.base)
+
+    def tearDown(self):
+        self.client.close()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            conn.request("POST", "/v1/shutdown/", headers=self.auth_headers())
+            conn.getresponse().read()
+            conn.close()
+        except OSError:
+            self.server.shutdown()
+        self.thread.join(10)
+        self.assertFalse(self.thread.is_alive(), "server did not stop")
+        self.server.server_close()
+
+    def auth_headers(self) -> dict:
+        token = self.server_options.get("token")
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def request(self, method, path, body=None, headers=None):
+        """One request on a fresh connection: (status, headers, decoded JSON or raw)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        if isinstance(body, (dict, list)) or body is None and method == "POST" and False:
+            body = json.dumps(body)
+        all_headers = self.auth_headers()
+        all_headers.update(headers or {})
+        conn.request(method, path, body=body, headers=all_headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        ctype = resp.getheader("Content-Type") or ""
+        if data and ctype.startswith("application/json"):
+            return resp.status, resp, strict_loads(data)
+        return resp.status, resp, data
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body if body is None or isinstance(body, (bytes, str)) else json.dumps(body), **kw)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def create(self, env_id="CartPole-v1", **params):
+        status, _, reply = self.post("/v1/envs/", {"env_id": env_id, **params})
+        self.assertEqual(status, 200, reply)
+        return reply["instance_id"]
+
+    def assertError(self, status_reply, status, *fragments):
+        """A JSON error with the status whose message holds every fragment."""
+        got, resp, reply = status_reply
+        self.assertEqual(got, status, reply)
+        self.assertEqual(resp.getheader("Content-Type"), "application/json")
+        self.assertIsInstance(reply, dict, reply)
+        self.assertEqual(set(reply), {"message"})
+        for fragment in fragments:
+            self.assertIn(fragment, reply["message"])
+        self.assertNotIn("Traceback", reply["message"])
+        return reply["message"]
+
+    def assertServing(self):
+        status, _, reply = self.get("/v1/envs/")
+        self.assertEqual(status, 200)
+        self.assertIn("all_envs", reply)
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, read until the server closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except socket.timeout:
+            pass
+    return b"".join(chunks)
+
+
+def split_response(raw: bytes) -> tuple[int, dict, bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+# ---------------------------------------------------------------------------
+# The module itself
+# ---------------------------------------------------------------------------
+
+
+class TestModule(unittest.TestCase):
+    def test_all_names_exist_and_are_public_api(self):
+        self.assertEqual(set(gymhttp.__all__), {"GymHTTPServer", "HTTPError", "make_server", "serve", "main", "__version__"})
+        for name in gymhttp.__all__:
+            self.assertTrue(hasattr(gymhttp, name), name)
+        self.assertRegex(gymhttp.__version__, r"^\d+\.\d+\.\d+$")
+
+    def test_server_imports_only_stdlib_gymnasium_numpy(self):
+        code = (
+            "import sys, gymhttp\n"
+            "std = set(sys.stdlib_module_names)\n"
+            "bad = sorted({m.split('.')[0] for m in sys.modules} - std - {'gymhttp', 'gymnasium', 'numpy', '__main__'})\n"
+            "print(bad)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], cwd=HERE, capture_output=True, text=True, timeout=60)
+        # What gymnasium and numpy pull in themselves is theirs, not ours.
+        theirs = {"cloudpickle", "farama_notifications", "typing_extensions", "_distutils_hack", "__mp_main__", "cython_runtime"}
+        third_party = [m for m in eval(out.stdout) if m not in theirs and not m.startswith("_cython")]
+        self.assertEqual(third_party, [], out.stderr)
+
+    def test_client_imports_only_stdlib(self):
+        code = "import sys, client\nstd = set(sys.stdlib_module_names)\nprint(sorted({m.split('.')[0] for m in sys.modules} - std - {'client', '__main__', '_distutils_hack'}))"
+        out = subprocess.run([sys.executable, "-c", code], cwd=HERE, capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.stdout.strip(), "[]", out.stderr)
+
+    def test_routes_are_data(self):
+        for method, pattern, handler in gymhttp.ROUTES:
+            self.assertIn(method, ("GET", "POST"))
+            self.assertTrue(pattern.startswith("/v1/"))
+            self.assertTrue(callable(handler))
+
+
+# ---------------------------------------------------------------------------
+# Every route
+# ---------------------------------------------------------------------------
+
+
+class TestRoutes(ServerTestCase):
+    def test_create_list_close(self):
+        a = self.create("CartPole-v1")
+        b = self.create("FrozenLake-v1", kwargs={"is_slippery": False})
+        status, _, reply = self.get("/v1/envs/")
+        self.assertEqual(status, 200)
+        self.assertEqual(reply, {"all_envs": {a: "CartPole-v1", b: "FrozenLake-v1"}})
+        status, resp, body = self.post(f"/v1/envs/{a}/close/")
+        self.assertEqual(status, 204)
+        self.assertEqual(body, b"")
+        self.assertEqual(self.get("/v1/envs")[2], {"all_envs": {b: "FrozenLake-v1"}})
+        self.assertError(self.post(f"/v1/envs/{a}/step/", {"action": 0}), 400, f"Instance_id {a} unknown")
+
+    def test_every_route_with_and_without_trailing_slash(self):
+        iid = self.create()
+        for slash in ("", "/"):
+            self.assertEqual(self.get("/v1/envs" + slash)[0], 200)
+            self.assertEqual(self.post(f"/v1/envs/{iid}/reset" + slash)[0], 200)
+            self.assertEqual(self.post(f"/v1/envs/{iid}/step" + slash, {"action": 0})[0], 200)
+            self.assertEqual(self.get(f"/v1/envs/{iid}/action_space" + slash)[0], 200)
+            self.assertEqual(self.get(f"/v1/envs/{iid}/observation_space" + slash)[0], 200)
+            self.assertEqual(self.get(f"/v1/envs/{iid}/action_space/sample" + slash)[0], 200)
+            self.assertEqual(self.get(f"/v1/envs/{iid}/action_space/contains/1" + slash)[0], 200)
+            self.assertEqual(self.post(f"/v1/envs/{iid}/observation_space/contains" + slash, {"name": "Box"})[0], 200)
+            self.assertEqual(self.post("/v1/upload" + slash, {"training_dir": "/tmp", "api_key": "k"})[0], 410)
+        with tempfile.TemporaryDirectory() as d:
+            self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/start", {"directory": d})[0], 204)
+            self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/close")[0], 204)
+            self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": d, "resume": True})[0], 204)
+            self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/close/")[0], 204)
+        self.assertEqual(self.post(f"/v1/envs/{iid}/close")[0], 204)
+
+    def test_parameterless_posts_take_empty_brace_and_null_bodies(self):
+        for body in (None, b"", b"{}", b"null", b" null \n"):
+            iid = self.create()
+            status, _, reply = self.post(f"/v1/envs/{iid}/reset/", body)
+            self.assertEqual(status, 200, (body, reply))
+            self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/close/", body)[0], 204)
+            self.assertEqual(self.post(f"/v1/envs/{iid}/close/", body)[0], 204, body)
+
+    def test_content_type_never_required(self):
+        iid = self.create()
+        for headers in ({}, {"Content-Type": "text/plain"}, {"Content-Type": "application/json"}):
+            status, _, reply = self.post(f"/v1/envs/{iid}/step/", {"action": 1}, headers=headers)
+            self.assertEqual(status, 200, reply)
+            self.assertEqual(self.get(f"/v1/envs/{iid}/action_space/", headers=headers)[0], 200)
+
+    def test_reset_returns_observation_and_info_and_seed_zero_is_a_seed(self):
+        iid = self.create()
+        _, _, first = self.post(f"/v1/envs/{iid}/reset/", {"seed": 0})
+        self.assertEqual(set(first), {"observation", "info"})
+        _, _, again = self.post(f"/v1/envs/{iid}/reset/", {"seed": 0})
+        self.assertEqual(first["observation"], again["observation"])
+        local = gymnasium.make("CartPole-v1")
+        obs, _ = local.reset(seed=0)
+        np.testing.assert_allclose(first["observation"], obs, rtol=1e-6)
+        _, _, other = self.post(f"/v1/envs/{iid}/reset/", {"seed": 1})
+        self.assertNotEqual(first["observation"], other["observation"])
+
+    def test_reset_options_reach_the_env(self):
+        iid = self.create("GymHTTPTest/Dict-v0")
+        _, _, reply = self.post(f"/v1/envs/{iid}/reset/", {"seed": 3, "options": {"level": 2}})
+        self.assertEqual(reply["info"], {"seed": 3, "options": {"level": 2}})
+
+    def test_create_seed_seeds_the_first_reset(self):
+        iid = self.create(seed=42)
+        _, _, reply = self.post(f"/v1/envs/{iid}/reset/")
+        obs, _ = gymnasium.make("CartPole-v1").reset(seed=42)
+        np.testing.assert_allclose(reply["observation"], obs, rtol=1e-6)
+
+    def test_step_before_reset_resets_first_with_the_create_seed(self):
+        iid = self.create(seed=7)
+        status, _, reply = self.post(f"/v1/envs/{iid}/step/", {"action": 1})
+        self.assertEqual(status, 200, reply)
+        local = gymnasium.make("CartPole-v1")
+        local.reset(seed=7)
+        obs, *_ = local.step(1)
+        np.testing.assert_allclose(reply["observation"], obs, rtol=1e-6)
+
+    def test_step_fields_and_done_is_terminated_or_truncated(self):
+        iid = self.create(seed=0, kwargs={"max_episode_steps": 3})
+        self.post(f"/v1/envs/{iid}/reset/")
+        replies = [self.post(f"/v1/envs/{iid}/step/", {"action": 0})[2] for _ in range(3)]
+        for reply in replies:
+            self.assertEqual(set(reply), {"observation", "reward", "done", "terminated", "truncated", "info"})
+            self.assertEqual(reply["done"], reply["terminated"] or reply["truncated"])
+        self.assertTrue(replies[-1]["truncated"])
+        self.assertTrue(replies[-1]["done"])
+        self.assertFalse(replies[0]["done"])
+
+    def test_step_trajectory_matches_local_gymnasium(self):
+        iid = self.create(seed=5)
+        self.post(f"/v1/envs/{iid}/reset/")
+        local = gymnasium.make("CartPole-v1")
+        local.reset(seed=5)
+        for t in range(40):
+            action = (t * 7) % 2
+            reply = self.post(f"/v1/envs/{iid}/step/", {"action": action})[2]
+            obs, reward, terminated, truncated, _ = local.step(action)
+            np.testing.assert_allclose(reply["observation"], obs, rtol=1e-6)
+            self.assertEqual((reply["reward"], reply["terminated"], reply["truncated"]), (reward, terminated, truncated))
+            if terminated or truncated:
+                break
+
+    def test_render_true_on_a_headless_server(self):
+        for kwargs in ({}, {"render_mode": "rgb_array"}):
+            iid = self.create(kwargs=kwargs)
+            status, _, reply = self.post(f"/v1/envs/{iid}/step/", {"action": 0, "render": True})
+            self.assertEqual(status, 200, reply)
+
+    def test_space_routes(self):
+        iid = self.create()
+        self.assertEqual(self.get(f"/v1/envs/{iid}/action_space/")[2], {"info": {"name": "Discrete", "n": 2, "start": 0, "dtype": "int64"}})
+        info = self.get(f"/v1/envs/{iid}/observation_space/")[2]["info"]
+        self.assertEqual(info["name"], "Box")
+        self.assertEqual(info["shape"], [4])
+        self.assertEqual(info["high"][1], 1e100)
+        self.assertEqual(info["low"][1], -1e100)
+        self.assertAlmostEqual(info["high"][0], 4.8, places=5)
+
+    def test_action_space_sample_and_contains(self):
+        iid = self.create()
+        for _ in range(5):
+            self.assertIn(self.get(f"/v1/envs/{iid}/action_space/sample")[2]["action"], (0, 1))
+        self.assertEqual(self.get(f"/v1/envs/{iid}/action_space/contains/1")[2], {"member": True})
+        self.assertEqual(self.get(f"/v1/envs/{iid}/action_space/contains/2")[2], {"member": False})
+        self.assertEqual(self.get(f"/v1/envs/{iid}/action_space/contains/-1")[2], {"member": False})
+        self.assertEqual(self.get(f"/v1/envs/{iid}/action_space/contains/true")[2], {"member": False})
+        self.assertError(self.get(f"/v1/envs/{iid}/action_space/contains/abc"), 400, "abc")
+        box = self.create("Pendulum-v1")
+        self.assertEqual(self.get(f"/v1/envs/{box}/action_space/contains/%5B1.5%5D")[2], {"member": True})
+        self.assertEqual(self.get(f"/v1/envs/{box}/action_space/contains/%5B2.5%5D")[2], {"member": False})
+
+    def test_observation_space_contains(self):
+        iid = self.create()
+        contains = f"/v1/envs/{iid}/observation_space/contains"
+        self.assertEqual(self.post(contains, {"name": "Box", "shape": [4]})[2], {"member": True})
+        self.assertEqual(self.post(contains, {"name": "Box", "shape": [5]})[2], {"member": False})
+        self.assertEqual(self.post(contains, {"name": "Discrete"})[2], {"member": False})
+        self.assertEqual(self.post(contains, {"nonsense": 1})[2], {"member": False})
+        self.assertEqual(self.post(contains, {})[2], {"member": True})
+
+    def test_upload_validates_then_answers_gone(self):
+        self.assertError(self.post("/v1/upload/", {"api_key": "k"}), 400, "A required request parameter 'training_dir' was not provided")
+        self.assertError(self.post("/v1/upload/", {"training_dir": "/tmp/run"}), 400, "'api_key' was not provided")
+        self.assertError(self.post("/v1/upload/", {"training_dir": "/tmp/run", "api_key": ""}), 400, "'api_key' was not provided")
+        self.assertError(self.post("/v1/upload/", {"training_dir": "/tmp/run", "api_key": "sk"}), 410, "shut down", "/tmp/run")
+
+    def test_shutdown_answers_then_stops(self):
+        status, resp, reply = self.post("/v1/shutdown/")
+        self.assertEqual(status, 200)
+        self.assertEqual(reply, {"message": "Server shutting down"})
+        self.thread.join(5)
+        self.assertFalse(self.thread.is_alive())
+
+    def test_head_gets_headers_without_body(self):
+        iid = self.create()
+        raw = raw_exchange(self.port, f"HEAD /v1/envs/{iid}/action_space HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        status, headers, body = split_response(raw)
+        self.assertEqual(status, 200)
+        self.assertGreater(int(headers["content-length"]), 0)
+        self.assertEqual(body, b"")
+
+
+# ---------------------------------------------------------------------------
+# Spaces and values on the wire
+# ---------------------------------------------------------------------------
+
+ALL_SPACES = {
+    "Discrete": spaces.Discrete(5, start=-2),
+    "Box": spaces.Box(-np.inf, np.inf, (2, 3), np.float32),
+    "BoxInt": spaces.Box(0, 9, (4,), np.int64),
+    "BoxUint8": spaces.Box(0, 255, (3, 2, 3), np.uint8),
+    "MultiDiscrete": spaces.MultiDiscrete([[2, 3], [4, 5]]),
+    "MultiBinary": spaces.MultiBinary([2, 2]),
+    "Tuple": TUPLE_OBS,
+    "Dict": DICT_OBS,
+    "Text": TEXT_SPACE,
+    "Sequence": spaces.Sequence(spaces.Discrete(3)),
+    "SequenceStacked": spaces.Sequence(spaces.Box(0, 1, (2,), np.float32), stack=True),
+    "Graph": spaces.Graph(spaces.Box(0, 1, (2,), np.float32), spaces.Discrete(3)),
+    "OneOf": spaces.OneOf((spaces.Discrete(2), spaces.Box(0, 1, (2,), np.float32))),
+    "Nested": spaces.Dict({"a": spaces.Tuple((spaces.Dict({"b": spaces.MultiBinary(3)}), spaces.Discrete(2)))}),
+}
+
+
+def values_equal(space, a, b):
+    """Compare two values of a space (arrays by content, nested by structure)."""
+    if isinstance(space, spaces.Graph):
+        return np.array_equal(a.nodes, b.nodes) and np.array_equal(a.edges, b.edges) and np.array_equal(a.edge_links, b.edge_links)
+    if isinstance(space, spaces.Dict):
+        return all(values_equal(s, a[k], b[k]) for k, s in space.spaces.items())
+    if isinstance(space, spaces.Tuple):
+        return all(values_equal(s, x, y) for s, x, y in zip(space.spaces, a, b))
+    if isinstance(space, spaces.OneOf):
+        return a[0] == b[0] and values_equal(space.spaces[a[0]], a[1], b[1])
+    if isinstance(space, spaces.Sequence) and not space.stack:
+        return len(a) == len(b) and all(values_equal(space.feature_space, x, y) for x, y in zip(a, b))
+    return np.array_equal(np.asarray(a), np.asarray(b))
+
+
+class TestSpaces(unittest.TestCase):
+    """Encode through the space, json.dumps/json.loads, decode through it."""
+
+    def test_every_space_round_trips_through_json(self):
+        for name, space in ALL_SPACES.items():
+            for b64 in (False, True):
+                with self.subTest(space=name, base64=b64):
+                    codec = gymhttp.Codec(space, b64)
+                    space.seed(1)
+                    value = space.sample()
+                    wire = strict_loads(gymhttp.encode_json({"v": codec.encode(value)}))["v"]
+                    back = codec.decode(wire)
+                    self.assertTrue(space.contains(back), (name, wire))
+                    self.assertTrue(values_equal(space, value, back), (name, value, back))
+
+    def test_every_space_is_described(self):
+        for name, space in ALL_SPACES.items():
+            with self.subTest(space=name):
+                info = strict_loads(gymhttp.encode_json(gymhttp.describe_space(space)))
+                self.assertEqual(info["name"], type(space).__name__)
+        d = gymhttp.describe_space(ALL_SPACES["Discrete"])
+        self.assertEqual((d["n"], d["start"]), (5, -2))
+        self.assertEqual(gymhttp.describe_space(ALL_SPACES["MultiDiscrete"])["nvec"], [[2, 3], [4, 5]])
+        self.assertEqual(gymhttp.describe_space(ALL_SPACES["MultiBinary"])["n"], [2, 2])
+        self.assertEqual(list(gymhttp.describe_space(DICT_OBS)["spaces"]), ["mode", "position"])
+        self.assertEqual(len(gymhttp.describe_space(TUPLE_OBS)["spaces"]), 2)
+        self.assertEqual(gymhttp.describe_space(TEXT_SPACE)["charset"], "abc")
+        box = gymhttp.describe_space(ALL_SPACES["Box"])
+        self.assertEqual((box["low"], box["high"]), ([-1e100] * 6, [1e100] * 6))
+
+    def test_unknown_space_is_described_by_name(self):
+        class Odd(spaces.Space):
+            pass
+
+        self.assertEqual(gymhttp.describe_space(Odd()), {"name": "Odd"})
+        self.assertEqual(gymhttp.describe_space(object()), {"name": "object"})
+
+    def test_sanitize_makes_anything_strict_json(self):
+        value = {"a": float("nan"), 3: np.array([np.inf, 1.0]), "o": object(), "t": (np.int8(3), np.bool_(False))}
+        out = strict_loads(gymhttp.encode_json(value))
+        self.assertEqual(out["a"], "NaN")
+        self.assertEqual(out["3"], ["Infinity", 1.0])
+        self.assertTrue(out["o"].startswith("<object object"))
+        self.assertEqual(out["t"], [3, False])
+
+
+class TestValuesOverTheWire(ServerTestCase):
+    def check_env(self, env_id, space, action_space):
+        iid = self.create(env_id)
+        info = self.get(f"/v1/envs/{iid}/observation_space/")[2]["info"]
+        self.assertEqual(info, strict_loads(json.dumps(gymhttp.describe_space(space))))
+        _, _, reply = self.post(f"/v1/envs/{iid}/reset/", {"seed": 0})
+        decoded = gymhttp.make_decoder(space)(reply["observation"])
+        self.assertTrue(space.contains(decoded), reply)
+        sample = self.get(f"/v1/envs/{iid}/action_space/sample")[2]["action"]
+        status, _, reply = self.post(f"/v1/envs/{iid}/step/", {"action": sample})
+        self.assertEqual(status, 200, reply)
+        self.assertTrue(space.contains(gymhttp.make_decoder(space)(reply["observation"])))
+        self.assertIs(type(reply["reward"]), float)
+        return iid, reply
+
+    def test_dict_space_env(self):
+        _, reply = self.check_env("GymHTTPTest/Dict-v0", DICT_OBS, DICT_ACT)
+        self.assertEqual(set(reply["observation"]), {"position", "mode"})
+        self.assertIsInstance(reply["observation"]["mode"], int)
+
+    def test_tuple_space_env(self):
+        _, reply = self.check_env("GymHTTPTest/Tuple-v0", TUPLE_OBS, TUPLE_ACT)
+        self.assertIsInstance(reply["observation"], list)
+        self.assertIsInstance(reply["observation"][0], int)
+
+    def test_multibinary_multidiscrete_env(self):
+        iid, reply = self.check_env("GymHTTPTest/Multi-v0", MULTI_OBS, MULTI_ACT)
+        self.assertEqual(len(reply["observation"]), 4)
+        self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": [2, 3]})[0], 200)
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": [3, 0]}), 400, "[3,0]", "MultiDiscrete")
+
+    def test_text_space_env(self):
+        iid, reply = self.check_env("GymHTTPTest/Text-v0", TEXT_SPACE, TEXT_SPACE)
+        self.assertIsInstance(reply["observation"], str)
+        self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": "abca"})[0], 200)
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": "xyz"}), 400, "xyz", "Text")
+
+    def test_image_env(self):
+        _, reply = self.check_env("GymHTTPTest/Image-v0", IMAGE_OBS, spaces.Discrete(2))
+        self.assertEqual(np.asarray(reply["observation"]).shape, (8, 6, 3))
+
+    def test_reward_is_always_a_json_float_and_flags_json_booleans(self):
+        iid = self.create("GymHTTPTest/Dict-v0")  # its env returns the int 1 as reward
+        status, resp, _ = self.post(f"/v1/envs/{iid}/reset/")
+        conn = http.client.HTTPConnection("127.0.0.1", self.port)
+        conn.request("POST", f"/v1/envs/{iid}/step/", json.dumps({"action": {"move": [0, 0], "jump": [1]}}))
+        raw = conn.getresponse().read()
+        conn.close()
+        self.assertIn(b'"reward":1.0', raw)
+        self.assertIn(b'"done":false', raw)
+        self.assertIn(b'"terminated":false', raw)
+        nf = self.create("GymHTTPTest/NonFinite-v0")  # np.float32 reward, np.bool_ flags
+        reply = self.post(f"/v1/envs/{nf}/step/", {"action": 0})[2]
+        self.assertIs(type(reply["reward"]), float)
+        self.assertIs(reply["terminated"], False)
+        self.assertIs(reply["truncated"], False)
+
+    def test_non_finite_values_and_odd_info_are_strict_json(self):
+        iid = self.create("GymHTTPTest/NonFinite-v0")
+        status, _, reply = self.post(f"/v1/envs/{iid}/reset/")  # strict_loads would raise on NaN
+        self.assertEqual(status, 200)
+        self.assertEqual(reply["observation"], ["NaN", "Infinity", "-Infinity"])
+        self.assertEqual(reply["info"], {"nan": "NaN", "np": 0.5})
+        status, _, reply = self.post(f"/v1/envs/{iid}/step/", {"action": 1})
+        self.assertEqual(status, 200, reply)
+        info = reply["info"]
+        self.assertEqual(info["nan"], "NaN")
+        self.assertEqual(info["inf"], "Infinity")
+        self.assertEqual(info["array"], [1.0, "NaN"])
+        self.assertEqual(info["int"], 7)
+        self.assertIs(info["flag"], True)
+        self.assertTrue(info["object"].startswith("<object object"))
+        self.assertEqual(info["set"], [3])
+        self.assertEqual(info["5"], "int key")
+        box = self.get(f"/v1/envs/{iid}/observation_space")[2]["info"]
+        self.assertEqual(box["low"], [-1e100] * 3)
+
+    def test_dict_and_tuple_actions_arrive_in_the_space_types(self):
+        iid = self.create("GymHTTPTest/Dict-v0")
+        self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": {"move": [0.5, -0.5], "jump": [1]}})[0], 200)
+        env = self.server.envs.get(iid).env.unwrapped
+        action = env.actions[-1]
+        self.assertEqual(action["move"].dtype, np.float32)
+        self.assertEqual(action["jump"].dtype, np.int8)
+        self.assertTrue(DICT_ACT.contains(action))
+        tid = self.create("GymHTTPTest/Tuple-v0")
+        self.assertEqual(self.post(f"/v1/envs/{tid}/step/", {"action": [1, 2]})[0], 200)
+        self.assertTrue(TUPLE_ACT.contains(self.server.envs.get(tid).env.unwrapped.actions[-1]))
+
+    def test_box_action_takes_nested_flat_or_scalar_for_one_element(self):
+        iid = self.create("Pendulum-v1")
+        for action in ([0.5], 0.5, [[0.5]]):
+            status, _, reply = self.post(f"/v1/envs/{iid}/step/", {"action": action})
+            self.assertEqual(status, 200, (action, reply))
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": [0.5, 0.5]}), 400, "shape")
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": [3.0]}), 400, "[3.0]", "Box")
+        self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": ["NaN"]})[0], 400)
+
+
+class TestBadActions(ServerTestCase):
+    def test_wrong_actions_are_400_and_the_env_is_not_stepped(self):
+        iid = self.create("GymHTTPTest/Counter-v0")
+        self.post(f"/v1/envs/{iid}/reset/")
+        self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": 0})[2]["observation"], 1)
+        for action, fragment in [(True, "true"), (0.5, "0.5"), ("left", "left"), ([0, 1], "[0,1]"), (2, "2"), (-1, "-1"), ({"a": 1}, "a")]:
+            with self.subTest(action=action):
+                message = self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": action}), 400, fragment, "Discrete(2)")
+                self.assertIn("action", message.lower())
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {}), 400, "A required request parameter 'action' was not provided")
+        self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": 1.0})[2]["observation"], 2)  # an integral float is an int
+
+    def test_tuple_and_dict_action_shape_errors(self):
+        tid = self.create("GymHTTPTest/Tuple-v0")
+        self.assertError(self.post(f"/v1/envs/{tid}/step/", {"action": [1]}), 400, "Tuple")
+        did = self.create("GymHTTPTest/Dict-v0")
+        self.assertError(self.post(f"/v1/envs/{did}/step/", {"action": {"move": [0, 0]}}), 400, "jump")
+
+
+# ---------------------------------------------------------------------------
+# The error contract
+# ---------------------------------------------------------------------------
+
+
+class TestErrors(ServerTestCase):
+    def test_unknown_instance(self):
+        for method, path in [("POST", "reset"), ("POST", "step"), ("GET", "action_space"), ("GET", "observation_space"),
+                             ("GET", "action_space/sample"), ("POST", "close"), ("POST", "monitor/close")]:
+            with self.subTest(path=path):
+                self.assertError(self.request(method, f"/v1/envs/nope/{path}/", b'{"action": 0}'), 400, "Instance_id nope unknown")
+
+    def test_missing_parameters(self):
+        self.assertError(self.post("/v1/envs/", {}), 400, "A required request parameter 'env_id' was not provided")
+        iid = self.create()
+        self.assertError(self.post(f"/v1/envs/{iid}/monitor/start/", {}), 400, "A required request parameter 'directory' was not provided")
+
+    def test_env_ids(self):
+        self.assertError(self.post("/v1/envs/", {"env_id": "bad string"}), 400, "Attempted to look up malformed environment ID 'bad string'")
+        message = self.assertError(self.post("/v1/envs/", {"env_id": "CartPol-v1"}), 400, "CartPol-v1", "not registered")
+        self.assertIn("Did you mean", message)
+        self.assertError(self.post("/v1/envs/", {"env_id": "CartPole-v99"}), 400, "CartPole-v99")
+
+    def test_wrong_parameter_types_name_the_parameter(self):
+        iid = self.create()
+        cases = [
+            ("/v1/envs/", {"env_id": 5}, "env_id"),
+            ("/v1/envs/", {"env_id": ["CartPole-v1"]}, "env_id"),
+            ("/v1/envs/", {"env_id": "CartPole-v1", "seed": -1}, "seed"),
+            ("/v1/envs/", {"env_id": "CartPole-v1", "seed": 1.5}, "seed"),
+            ("/v1/envs/", {"env_id": "CartPole-v1", "seed": "1"}, "seed"),
+            ("/v1/envs/", {"env_id": "CartPole-v1", "seed": True}, "seed"),
+            ("/v1/envs/", {"env_id": "CartPole-v1", "kwargs": [1]}, "kwargs"),
+            ("/v1/envs/", {"env_id": "CartPole-v1", "kwargs": {"no_such_argument": 1}}, "no_such_argument"),
+            (f"/v1/envs/{iid}/reset/", {"seed": -5}, "seed"),
+            (f"/v1/envs/{iid}/reset/", {"options": "fast"}, "options"),
+            (f"/v1/envs/{iid}/step/", {"action": 0, "render": "yes"}, "render"),
+            (f"/v1/envs/{iid}/monitor/start/", {"directory": 7}, "directory"),
+            (f"/v1/envs/{iid}/monitor/start/", {"directory": "/tmp/x", "force": "yes"}, "force"),
+        ]
+        for path, body, name in cases:
+            with self.subTest(body=body):
+                self.assertError(self.post(path, body), 400, name)
+        self.assertServing()
+
+    def test_long_values_are_cut_in_messages(self):
+        message = self.assertError(self.post("/v1/envs/", {"env_id": "x" * 100_000}), 400)
+        import re
+        longest = max(len(run) for run in re.findall("x+", message))
+        self.assertLessEqual(longest, 2 * gymhttp.MAX_ECHO)  # each echo is cut
+        self.assertLess(len(message), 1500)
+
+    def test_malformed_json_and_non_object_bodies(self):
+        iid = self.create()
+        for body in (b"{", b"{'action': 0}", b"[1, 2]", b'"text"', b"\xff\xfe"):
+            with self.subTest(body=body):
+                self.assertError(self.post(f"/v1/envs/{iid}/step/", body), 400)
+
+    def test_not_found_and_method_not_allowed(self):
+        self.assertError(self.get("/v2/envs/"), 404, "/v2/envs")
+        self.assertError(self.get("/"), 404)
+        status, resp, reply = self.request("DELETE", "/v1/envs/")
+        self.assertError((status, resp, reply), 405)
+        self.assertEqual(resp.getheader("Allow"), "GET, HEAD, POST")
+        iid = self.create()
+        status, resp, reply = self.get(f"/v1/envs/{iid}/step/")
+        self.assertEqual(status, 405)
+        self.assertEqual(resp.getheader("Allow"), "POST")
+
+    def test_exception_inside_the_env_is_500_and_the_server_keeps_serving(self):
+        iid = self.create("GymHTTPTest/Raising-v0")
+        self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": 0})[0], 200)
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": 0}), 500, "the reactor is on fire", "RuntimeError")
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": 0}), 409, "broken", "reset")
+        self.assertEqual(self.post(f"/v1/envs/{iid}/reset/")[0], 200)
+        self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": 0})[0], 200)
+        other = self.create()
+        self.assertEqual(self.post(f"/v1/envs/{other}/step/", {"action": 0})[0], 200)
+
+
+# ---------------------------------------------------------------------------
+# Concurrency
+# ---------------------------------------------------------------------------
+
+
+class TestConcurrency(ServerTestCase):
+    def test_concurrent_steps_on_one_instance_lose_nothing(self):
+        iid = self.create("GymHTTPTest/Counter-v0")
+        self.post(f"/v1/envs/{iid}/reset/")
+        seen, errors = [], []
+
+        def worker():
+            try:
+                with client.Client(self.base) as c:
+                    for _ in range(50):
+                        seen.append(c.step(iid, 0)[0])
+            except Exception as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        self.assertEqual(sorted(seen), list(range(1, 201)))
+
+    def test_instances_step_side_by_side(self):
+        ids = [self.create("GymHTTPTest/Sleepy-v0") for _ in range(4)]
+        for iid in ids:
+            self.post(f"/v1/envs/{iid}/reset/")
+        done = []
+
+        def worker(iid):
+            with client.Client(self.base) as c:
+                for _ in range(5):
+                    c.step(iid, 0)
+            done.append(iid)
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=worker, args=(i,)) for i in ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        elapsed = time.monotonic() - started
+        self.assertEqual(sorted(done), sorted(ids))
+        # 4 x 5 steps of 20 ms one after another take 0.4 s; a global lock would force that.
+        self.assertLess(elapsed, 0.35, "instances did not step in parallel")
+
+
+# ---------------------------------------------------------------------------
+# Monitor
+# ---------------------------------------------------------------------------
+
+
+class TestMonitor(ServerTestCase):
+    def setUp(self):
+        super().setUp()
+        self.dir = tempfile.mkdtemp(prefix="gymhttp-monitor-")
+
+    def tearDown(self):
+        super().tearDown()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def files(self, kind):
+        return sorted(f for f in os.listdir(self.dir) if f.startswith("openaigym.") and f.endswith(f".{kind}.json"))
+
+    def load(self, kind):
+        names = self.files(kind)
+        self.assertEqual(len(names), 1, names)
+        with open(os.path.join(self.dir, names[0])) as f:
+            return json.load(f)
+
+    def play(self, iid, episodes):
+        lengths = []
+        for _ in range(episodes):
+            self.post(f"/v1/envs/{iid}/reset/")
+            n, done = 0, False
+            while not done:
+                done = self.post(f"/v1/envs/{iid}/step/", {"action": 0})[2]["done"]
+                n += 1
+            lengths.append(n)
+        return lengths
+
+    def test_stats_and_manifest_written_on_close(self):
+        iid = self.create(seed=1)
+        self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": self.dir, "force": False, "resume": False, "video_callable": False})[0], 204)
+        lengths = self.play(iid, 3)
+        self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/close/")[0], 204)
+        stats = self.load("stats")
+        self.assertEqual(set(stats), {"initial_reset_timestamp", "timestamps", "episode_lengths", "episode_rewards", "episode_types"})
+        self.assertEqual(stats["episode_lengths"], lengths)
+        self.assertEqual(stats["episode_rewards"], [float(n) for n in lengths])
+        self.assertEqual(stats["episode_types"], ["t"] * 3)
+        self.assertEqual(len(stats["timestamps"]), 3)
+        self.assertLessEqual(stats["initial_reset_timestamp"], stats["timestamps"][0])
+        manifest = self.load("manifest")
+        self.assertEqual(manifest["stats"], self.files("stats")[0])
+        self.assertEqual(manifest["env_info"]["env_id"], "CartPole-v1")
+
+    def test_flushed_on_server_shutdown(self):
+        iid = self.create()
+        self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": self.dir})
+        lengths = self.play(iid, 2)
+        self.post("/v1/shutdown/")
+        self.thread.join(5)
+        self.server.server_close()
+        self.assertEqual(self.load("stats")["episode_lengths"], lengths)
+
+    def test_flushed_on_instance_close(self):
+        iid = self.create()
+        self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": self.dir})
+        lengths = self.play(iid, 1)
+        self.post(f"/v1/envs/{iid}/close/")
+        self.assertEqual(self.load("stats")["episode_lengths"], lengths)
+
+    def test_force_clears_resume_keeps_and_neither_refuses(self):
+        iid = self.create()
+        self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": self.dir})
+        self.play(iid, 1)
+        self.post(f"/v1/envs/{iid}/monitor/close/")
+        self.assertError(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": self.dir}), 400, "force", "resume")
+        self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": self.dir, "resume": True})[0], 204)
+        self.post(f"/v1/envs/{iid}/monitor/close/")
+        self.assertEqual(len(self.files("stats")), 2)
+        with open(os.path.join(self.dir, "keep.txt"), "w") as f:
+            f.write("mine")
+        self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": self.dir, "force": True})[0], 204)
+        self.assertEqual(len(self.files("stats")), 1)
+        self.assertTrue(os.path.exists(os.path.join(self.dir, "keep.txt")))
+
+    def test_video_needs_rgb_array_and_moviepy(self):
+        plain = self.create()
+        self.assertError(self.post(f"/v1/envs/{plain}/monitor/start/", {"directory": self.dir, "video_callable": 1}), 400, "rgb_array")
+        rgb = self.create(kwargs={"render_mode": "rgb_array"})
+        reply = self.post(f"/v1/envs/{rgb}/monitor/start/", {"directory": self.dir, "video_callable": 2})
+        try:
+            import moviepy  # noqa: F401
+        except ImportError:
+            self.assertError(reply, 400, "moviepy")
+        else:
+            self.assertEqual(reply[0], 204)
+        self.assertError(self.post(f"/v1/envs/{plain}/monitor/start/", {"directory": self.dir, "video_callable": "often"}), 400, "video_callable")
+
+
+# ---------------------------------------------------------------------------
+# client.py and example_agent.py
+# ---------------------------------------------------------------------------
+
+
+class TestClient(ServerTestCase):
+    def test_original_method_names_and_shapes(self):
+        c = self.client
+        iid = c.env_create("CartPole-v1")
+        self.assertIsInstance(iid, str)
+        self.assertEqual(c.env_list_all(), {iid: "CartPole-v1"})
+        obs = c.env_reset(iid)
+        self.assertEqual(len(obs), 4)
+        result = c.env_step(iid, c.env_action_space_sample(iid))
+        self.assertIsInstance(result, list)
+        self.assertEqual(len(result), 4)
+        observation, reward, done, info = result
+        self.assertIsInstance(reward, float)
+        self.assertIsInstance(done, bool)
+        self.assertEqual(c.env_action_space_info(iid)["n"], 2)
+        self.assertTrue(c.env_action_space_contains(iid, 1))
+        self.assertFalse(c.env_action_space_contains(iid, 5))
+        self.assertEqual(c.env_observation_space_info(iid)["name"], "Box")
+        self.assertTrue(c.env_observation_space_contains(iid, {"name": "Box", "shape": [4]}))
+        with tempfile.TemporaryDirectory() as d:
+            c.env_monitor_start(iid, d, force=True)
+            c.env_monitor_close(iid)
+        c.env_close(iid)
+        self.assertEqual(c.env_list_all(), {})
+
+    def test_gymnasium_shapes(self):
+        c = self.client
+        iid = c.env_create("CartPole-v1", seed=3)
+        obs, info = c.reset(iid, seed=3)
+        self.assertEqual(info, {})
+        obs, reward, terminated, truncated, info = c.step(iid, 0)
+        self.assertEqual((reward, terminated, truncated), (1.0, False, False))
+
+    def test_server_error_carries_status_and_message(self):
+        with self.assertRaises(client.ServerError) as ctx:
+            self.client.env_reset("missing")
+        self.assertEqual(ctx.exception.status_code, 400)
+        self.assertEqual(ctx.exception.message, "Instance_id missing unknown")
+        with self.assertRaises(client.ServerError) as ctx:
+            self.client.upload("/tmp/results", api_key="key")
+        self.assertEqual(ctx.exception.status_code, 410)
+
+    def test_numpy_actions_are_sent(self):
+        iid = self.client.env_create("Pendulum-v1")
+        self.client.reset(iid)
+        self.client.step(iid, np.array([0.25], dtype=np.float32))
+        self.client.step(self.client.env_create("CartPole-v1"), np.int64(1))
+
+    def test_shutdown_server(self):
+        self.client.shutdown_server()
+        self.thread.join(5)
+        self.assertFalse(self.thread.is_alive())
+
+    def test_no_server_is_a_connection_error(self):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        with self.assertRaises(ConnectionError):
+            client.Client(f"http://127.0.0.1:{port}").env_list_all()
+
+
+class TestExampleAgent(ServerTestCase):
+    def test_runs_episodes_and_writes_monitor(self):
+        with tempfile.TemporaryDirectory() as d:
+            out = subprocess.run(
+                [sys.executable, "example_agent.py", "--url", self.base, "--episodes", "3", "--seed", "1", "--monitor", d],
+                cwd=HERE, capture_output=True, text=True, timeout=60,
+            )
+            self.assertEqual(out.returncode, 0, out.stderr)
+            lines = out.stdout.strip().splitlines()
+            self.assertEqual(len(lines), 4, out.stdout)
+            self.assertTrue(lines[0].startswith("episode 1: return "))
+            self.assertTrue(lines[-1].startswith("summary: 3 episodes"))
+            stats = [f for f in os.listdir(d) if f.endswith(".stats.json")]
+            with open(os.path.join(d, stats[0])) as f:
+                self.assertEqual(len(json.load(f)["episode_lengths"]), 3)
+        self.assertEqual(self.client.env_list_all(), {})
+
+    def test_no_server_gives_a_clear_message(self):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        out = subprocess.run([sys.executable, "example_agent.py", "--url", f"http://127.0.0.1:{port}"],
+                             cwd=HERE, capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("no gymhttp server answered", out.stderr)
+        self.assertNotIn("Traceback", out.stderr)
+
+
+# ---------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def wait_for_line(proc, timeout=30.0) -> str:
+    """First stdout line of a started server (it prints its URL)."""
+    result = []
+    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not result:
+        proc.kill()
+        raise AssertionError("server printed nothing")
+    return result[0]
+
+
+class TestCommandLine(unittest.TestCase):
+    def run_server(self, *args, env=None):
+        proc = subprocess.Popen([sys.executable, "gymhttp.py", *args], cwd=HERE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        self.addCleanup(lambda: (proc.poll() is None and proc.kill(), proc.wait(10), proc.stdout.close(), proc.stderr.close()))
+        return proc
+
+    def test_serves_prints_url_and_shuts_down(self):
+        port = free_port()
+        proc = self.run_server("--port", str(port))
+        line = wait_for_line(proc)
+        self.assertIn(f"http://127.0.0.1:{port}/", line)
+        with client.Client(f"http://127.0.0.1:{port}") as c:
+            self.assertEqual(c.env_list_all(), {})
+            c.shutdown_server()
+        self.assertEqual(proc.wait(20), 0)
+
+    def test_port_in_use_is_one_line_and_status_2(self):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        try:
+            proc = self.run_server("-p", str(port))
+            self.assertEqual(proc.wait(30), 2)
+            err = proc.stderr.read()
+        finally:
+            sock.close()
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn(str(port), err)
+        self.assertNotIn("Traceback", err)
+
+    def test_bad_import_is_one_line_and_status_2(self):
+        proc = self.run_server("--import", "no_such_module_xyz", "-p", "0")
+        self.assertEqual(proc.wait(30), 2)
+        err = proc.stderr.read()
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("no_such_module_xyz", err)
+
+    def test_import_registers_envs_and_allows_module_ids(self):
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "my_envs_mod.py"), "w") as f:
+                f.write("import gymnasium\ngymnasium.register('MyEnvs/Pole-v0', "
+                        "entry_point='gymnasium.envs.classic_control.cartpole:CartPoleEnv')\n")
+            env = dict(os.environ, PYTHONPATH=d)
+            port = free_port()
+            proc = self.run_server("--import", "my_envs_mod", "-p", str(port), env=env)
+            wait_for_line(proc)
+            with client.Client(f"http://127.0.0.1:{port}") as c:
+                c.step(c.env_create("MyEnvs/Pole-v0"), 0)
+                c.env_create("my_envs_mod:MyEnvs/Pole-v0")
+                with self.assertRaises(client.ServerError) as ctx:
+                    c.env_create("os:MyEnvs/Pole-v0")
+                self.assertEqual(ctx.exception.status_code, 400)
+                self.assertIn("--import os", ctx.exception.message)
+                c.shutdown_server()
+            self.assertEqual(proc.wait(20), 0)
+
+    def test_help(self):
+        out = subprocess.run([sys.executable, "gymhttp.py", "-h"], cwd=HERE, capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0)
+        for flag in ("--listen", "--port", "--import"):
+            self.assertIn(flag, out.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
