@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import array
 import base64
-import http.client
+import binascii
 import json
 import os
 import select
@@ -26,7 +26,7 @@ import sys
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-__all__ = ["Client", "ServerError", "decode_envelopes", "encode_array"]
+__all__ = ["Client", "ServerError", "Envelope", "decode_envelopes", "encode_array"]
 
 ENVELOPE = "__ndarray__"
 _ARRAY_CODES = {  # numpy dtype name -> array module typecode, for when numpy is absent
@@ -51,17 +51,35 @@ class ServerError(Exception):
 # -- arrays -----------------------------------------------------------------
 
 
-def _envelope_to_value(env: dict) -> Any:
-    raw = base64.b64decode(env[ENVELOPE])
-    dtype, shape = env["dtype"], env["shape"]
-    numpy = sys.modules.get("numpy")
-    if numpy is None:
+_WIRE_DTYPES: dict = {}  # name -> little-endian numpy dtype, built once each
+
+
+def _numpy():
+    """numpy if it can be imported, else None (checked once)."""
+    global _NUMPY
+    if _NUMPY is False:
         try:
             import numpy
         except ImportError:
             numpy = None
+        _NUMPY = numpy
+    return _NUMPY
+
+
+_NUMPY: Any = False
+
+
+def _envelope_to_value(env: dict) -> Any:
+    raw = binascii.a2b_base64(env[ENVELOPE])
+    dtype, shape = env["dtype"], env["shape"]
+    numpy = _numpy()
     if numpy is not None:
-        return numpy.frombuffer(raw, dtype=numpy.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(shape)
+        dtypes = _WIRE_DTYPES.get(dtype)
+        if dtypes is None:
+            native = numpy.dtype(dtype)
+            dtypes = _WIRE_DTYPES[dtype] = (native.newbyteorder("<"), native)
+        # A writable array in native byte order, like any other observation.
+        return numpy.frombuffer(raw, dtype=dtypes[0]).astype(dtypes[1]).reshape(shape)
     flat = array.array(_ARRAY_CODES[dtype])
     flat.frombytes(raw)
     if sys.byteorder == "big":
@@ -88,15 +106,32 @@ def decode_envelopes(value: Any) -> Any:
     return value
 
 
+def _envelope_hook(obj: dict) -> Any:
+    return _envelope_to_value(obj) if ENVELOPE in obj else obj
+
+
+class Envelope(dict):
+    """An array envelope that also holds its own JSON text, so that sending
+    it skips the JSON encoder's character-by-character scan of the base64."""
+
+    __slots__ = ("json",)
+
+
+def _envelope(data: bytes, dtype: str, shape: list) -> Envelope:
+    text = binascii.b2a_base64(data, newline=False)
+    env = Envelope({ENVELOPE: text.decode("ascii"), "dtype": dtype, "shape": shape})
+    env.json = b'{"__ndarray__":"' + text + b'","dtype":"' + dtype.encode() + b'","shape":' + _dumps(shape).encode() + b"}"
+    return env
+
+
 def encode_array(values: Any) -> dict:
     """An array (numpy, or nested lists with a ``dtype`` guessed) as the
     base64 envelope the server accepts for actions."""
     if hasattr(values, "dtype") and hasattr(values, "tobytes"):
-        little = values.astype(values.dtype.newbyteorder("<"), copy=False)
-        import numpy
-
-        data = numpy.ascontiguousarray(little).tobytes()
-        return {ENVELOPE: base64.b64encode(data).decode("ascii"), "dtype": values.dtype.name, "shape": list(values.shape)}
+        dtype = values.dtype
+        if dtype.byteorder == ">" or (dtype.byteorder == "=" and sys.byteorder == "big"):
+            values = values.astype(dtype.newbyteorder("<"))
+        return _envelope(values.tobytes(), dtype.name, list(values.shape))
     shape, flat = [], values
     while isinstance(flat, (list, tuple)):
         shape.append(len(flat))
@@ -106,7 +141,7 @@ def encode_array(values: Any) -> dict:
     arr = array.array(code, items)
     if sys.byteorder == "big":
         arr.byteswap()
-    return {ENVELOPE: base64.b64encode(arr.tobytes()).decode("ascii"), "dtype": dtype, "shape": shape}
+    return _envelope(arr.tobytes(), dtype, shape)
 
 
 def _flatten(values: Any) -> list:
@@ -130,6 +165,91 @@ def _default(obj: Any) -> Any:
 _dumps = json.JSONEncoder(separators=(",", ":"), default=_default).encode
 
 
+# -- the connection -------------------------------------------------------------
+
+
+class _Connection:
+    """One persistent HTTP/1.1 connection, lean on purpose.
+
+    ``http.client`` parses every response's headers with the email package;
+    a step's round trip is short enough that this shows.  This reads just the
+    status line, the headers it needs and the body.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = self.sock.makefile("rb", buffering=65536)
+
+    def usable(self) -> bool:
+        """False when the server closed this connection while it sat idle.
+
+        Checked before a request is sent, so that no request is sent twice:
+        an idle connection has nothing to read unless the server closed it.
+        """
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_response(self, method: str) -> tuple[int, str, bytes, bool]:
+        """(status, reason, body, keep-alive) of the next response."""
+        rfile = self.rfile
+        line = rfile.readline(65537)
+        if not line:
+            raise ConnectionError("connection closed")
+        version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
+        code, _, reason = rest.partition(" ")
+        status = int(code)
+        length, chunked, keep = None, False, version == "HTTP/1.1"
+        while True:
+            line = rfile.readline(65537)
+            if line in (b"\r\n", b"\n"):
+                break
+            if not line:
+                raise ConnectionError("connection closed in the headers")
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection":
+                token = value.strip().lower()
+                keep = token != b"close" if version == "HTTP/1.1" else token == b"keep-alive"
+            elif name == b"transfer-encoding":
+                chunked = value.strip().lower() == b"chunked"
+        if status == 100:
+            return self.read_response(method)
+        if method == "HEAD" or status in (204, 304):
+            return status, reason, b"", keep
+        if chunked:
+            parts = []
+            while True:
+                size = int(rfile.readline(65537).split(b";")[0], 16)
+                if size == 0:
+                    while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                parts.append(rfile.read(size))
+                rfile.readline(3)
+            return status, reason, b"".join(parts), keep
+        if length is None:
+            return status, reason, rfile.read(), False
+        body = rfile.read(length)
+        if len(body) < length:
+            raise ConnectionError("connection closed in the body")
+        return status, reason, body, keep
+
+    def close(self) -> None:
+        try:
+            self.rfile.close()
+        finally:
+            self.sock.close()
+
+
 # -- the client ---------------------------------------------------------------
 
 
@@ -151,81 +271,85 @@ class Client:
         self._prefix = parts.path.rstrip("/")
         self.timeout = timeout
         token = token if token is not None else os.environ.get("GYMHTTP_TOKEN")
-        self._headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
+        host_header = self._host if parts.port is None else f"{self._host}:{self._port}"
+        if ":" in self._host:
+            host_header = f"[{self._host}]:{self._port}"
+        self._head = f"Host: {host_header}\r\nContent-Type: application/json\r\n"
         if token:
-            self._headers["Authorization"] = f"Bearer {token}"
-        self._conn: http.client.HTTPConnection | None = None
+            self._head += f"Authorization: Bearer {token}\r\n"
+        self._conn: _Connection | None = None
 
     # -- plumbing ------------------------------------------------------------
 
-    def _connection(self) -> http.client.HTTPConnection:
-        """The open connection, reopened first if the server closed it while idle.
-
-        The check happens before anything is sent, so no request is ever sent
-        twice; a closed idle connection shows up as a readable socket.
-        """
-        conn = self._conn
-        if conn is not None and conn.sock is not None:
-            try:
-                readable, _, _ = select.select([conn.sock], [], [], 0)
-            except (OSError, ValueError):
-                readable = [conn.sock]
-            if readable:  # EOF (or stray bytes): the server is done with this one
-                conn.close()
-                conn = None
-        if conn is None:
-            conn = self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
-        return conn
-
-    def _request(self, method: str, route: str, data: Any = _NO_BODY) -> Any:
+    def _request(self, method: str, route: str, data: Any = _NO_BODY, _retry: bool = True) -> Any:
         """Send one request; return the decoded JSON reply (None for 204).
 
         Raises ServerError for an error reply, ConnectionError when the server
-        cannot be reached.
+        cannot be reached or drops the connection before answering.
         """
-        body = None if data is _NO_BODY else _dumps(data).encode()
-        path = self._prefix + route
-        for attempt in (1, 2):
-            conn = self._connection()
+        if data is _NO_BODY:
+            body = b""
+        elif type(data) is bytes:
+            body = data  # already JSON
+        else:
+            body = _dumps(data).encode()
+        head = (
+            f"{method} {self._prefix}{route} HTTP/1.1\r\n{self._head}Content-Length: {len(body)}\r\n\r\n"
+        ).encode("latin-1")
+        conn = self._conn
+        if conn is None or not conn.usable():
+            conn = self._open()
+        try:
+            conn.send(head + body)
+        except OSError as exc:
+            # The request did not leave whole, so the server cannot have acted on it: once more.
+            conn.close()
+            conn = self._open()
             try:
-                conn.request(method, path, body, self._headers)
-            except (ConnectionError, socket.timeout, OSError) as exc:
-                # The request did not leave whole, so the server cannot have acted on it.
-                conn.close()
-                self._conn = None
-                if attempt == 2 or isinstance(exc, ConnectionRefusedError):
-                    raise ConnectionError(f"cannot reach the gymhttp server at {self.remote_base}: {exc}") from exc
-                continue
-            try:
-                resp = conn.getresponse()
-                raw = resp.read()
-            except (http.client.HTTPException, ConnectionError, OSError) as exc:
-                conn.close()
-                self._conn = None
-                if method == "GET" and attempt == 1:
-                    continue  # safe to repeat
-                raise ConnectionError(
-                    f"the gymhttp server at {self.remote_base} closed the connection before answering "
-                    f"{method} {route}; it may or may not have acted on it"
-                ) from exc
-            break
-        status = resp.status
-        if status == 204 or not raw:
+                conn.send(head + body)
+            except OSError as exc2:
+                self._drop()
+                raise ConnectionError(f"cannot send to the gymhttp server at {self.remote_base}: {exc2}") from exc
+        try:
+            status, reason, raw, keep = conn.read_response(method)
+        except (OSError, ValueError) as exc:
+            self._drop()
+            if method == "GET" and _retry:  # safe to repeat, once
+                return self._request(method, route, data, _retry=False)
+            raise ConnectionError(
+                f"the gymhttp server at {self.remote_base} closed the connection before answering "
+                f"{method} {route}; it may or may not have acted on it"
+            ) from exc
+        if not keep:
+            self._drop()
+        if not raw:
             if status >= 400:
-                raise ServerError(resp.reason, status)
+                raise ServerError(reason, status)
             return None
         try:
-            reply = json.loads(raw)
+            # Envelopes are decoded while parsing, not in a second walk.
+            reply = json.loads(raw, object_hook=_envelope_hook) if b'"__ndarray__"' in raw else json.loads(raw)
         except ValueError:
             if status >= 400:
                 raise ServerError(raw.decode("utf-8", "replace")[:500], status) from None
             raise
-        if ENVELOPE.encode() in raw:
-            reply = decode_envelopes(reply)
         if status >= 400:
-            message = reply.get("message", resp.reason) if isinstance(reply, dict) else resp.reason
+            message = reply.get("message", reason) if isinstance(reply, dict) else reason
             raise ServerError(message, status)
         return reply
+
+    def _open(self) -> _Connection:
+        self._drop()
+        try:
+            self._conn = _Connection(self._host, self._port, self.timeout)
+        except OSError as exc:
+            raise ConnectionError(f"cannot reach the gymhttp server at {self.remote_base}: {exc}") from exc
+        return self._conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _post_request(self, route: str, data: Any) -> Any:
         return self._request("POST", route, data)
@@ -235,9 +359,7 @@ class Client:
 
     def close(self) -> None:
         """Close the connection (instances on the server stay)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._drop()
 
     def __enter__(self) -> Client:
         return self
@@ -343,7 +465,8 @@ class Client:
         return reply["observation"], reply["reward"], reply["terminated"], reply["truncated"], reply["info"]
 
     def _step(self, instance_id: str, action: Any, render: bool) -> dict:
-        data: dict[str, Any] = {"action": action}
-        if render:
-            data["render"] = True
+        if type(action) is Envelope:
+            data: Any = b'{"action":' + action.json + (b',"render":true}' if render else b"}")
+        else:
+            data = {"action": action, "render": True} if render else {"action": action}
         return self._post_request(f"/v1/envs/{quote(instance_id, safe='')}/step/", data)

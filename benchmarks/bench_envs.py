@@ -1,0 +1,46 @@
+"""Environments the benchmark registers on the server (via --import bench_envs)."""
+
+import time
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+
+class AtariSizedEnv(gymnasium.Env):
+    """A 210x160x3 uint8 frame per step, like an Atari game; no game behind it."""
+
+    observation_space = spaces.Box(0, 255, (210, 160, 3), np.uint8)
+    action_space = spaces.Discrete(6)
+
+    def __init__(self):
+        self._frames = np.random.default_rng(0).integers(0, 256, (2, 210, 160, 3), dtype=np.uint8)
+        self._t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t = 0
+        return self._frames[0], {}
+
+    def step(self, action):
+        self._t += 1
+        return self._frames[self._t & 1], 0.0, False, self._t >= 10_000, {}
+
+
+class SleepyEnv(gymnasium.Env):
+    """A slow simulator: every step sleeps 20 ms."""
+
+    observation_space = spaces.Discrete(2)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return 0, {}
+
+    def step(self, action):
+        time.sleep(0.02)
+        return 0, 0.0, False, False, {}
+
+
+gymnasium.register("Bench/AtariSized-v0", entry_point=AtariSizedEnv, disable_env_checker=True)
+gymnasium.register("Bench/Sleepy-v0", entry_point=SleepyEnv, disable_env_checker=True)

@@ -1,0 +1,316 @@
+"""gymhttp throughput benchmark: every figure measured in one run, on this machine.
+
+    python benchmarks/throughput.py           # the full run (about a minute)
+    python benchmarks/throughput.py --quick   # a smoke run (the tests use it)
+
+It starts the server as a separate process (with --import bench_envs for the
+Atari-sized and the sleepy env) and prints a Markdown table with the ratios
+that the performance targets are stated in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import gymnasium  # noqa: E402
+import numpy as np  # noqa: E402
+
+import client  # noqa: E402
+
+ECHO_SERVER = r"""
+import socket, sys
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen()
+print(srv.getsockname()[1], flush=True)
+while True:
+    conn, _ = srv.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            break
+        conn.sendall(data)
+    conn.close()
+"""
+
+
+def rate(step, seconds: float) -> float:
+    """Calls of ``step`` per second, over about ``seconds``."""
+    step()  # warm up
+    count, started = 0, time.perf_counter()
+    deadline = started + seconds
+    while True:
+        for _ in range(20):
+            step()
+        count += 20
+        now = time.perf_counter()
+        if now >= deadline:
+            return count / (now - started)
+
+
+def start_server(extra=()) -> tuple[subprocess.Popen, str]:
+    env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "gymhttp.py"), "-p", "0", "--import", "bench_envs", "--max-envs", "4096", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )
+    line = proc.stdout.readline()
+    url = line.split(" serving on ")[1].split()[0].rstrip("/")
+    return proc, url
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+# -- the measurements ---------------------------------------------------------
+
+
+def in_process(seconds: float) -> float:
+    env = gymnasium.make("CartPole-v1")
+    env.reset(seed=0)
+    state = {"t": 0}
+
+    def step():
+        state["t"] += 1
+        _, _, terminated, truncated, _ = env.step(state["t"] & 1)
+        if terminated or truncated:
+            env.reset()
+
+    return rate(step, seconds)
+
+
+def tcp_floor(port: int, seconds: float) -> float:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    message = b"x" * 64
+
+    def roundtrip():
+        sock.sendall(message)
+        sock.recv(65536)
+
+    try:
+        return rate(roundtrip, seconds)
+    finally:
+        sock.close()
+
+
+def single_client(url: str, seconds: float) -> float:
+    with client.Client(url) as c:
+        iid = c.env_create("CartPole-v1", seed=0)
+        c.reset(iid)
+        state = {"t": 0}
+
+        def step():
+            state["t"] += 1
+            _, _, terminated, truncated, _ = c.step(iid, state["t"] & 1)
+            if terminated or truncated:
+                c.reset(iid)
+
+        try:
+            return rate(step, seconds)
+        finally:
+            c.env_close(iid)
+
+
+def vector(url: str, num_envs: int, encoding: str, seconds: float) -> float:
+    """Env-steps per second of a CartPole vector instance over HTTP."""
+    rng = np.random.default_rng(0)
+    with client.Client(url) as c:
+        iid = c.env_create("CartPole-v1", num_envs=num_envs, encoding=encoding, seed=0)
+        c.reset(iid)
+
+        def step():
+            actions = rng.integers(0, 2, num_envs)
+            c.step(iid, client.encode_array(actions) if encoding == "base64" else actions.tolist())
+
+        try:
+            return rate(step, seconds) * num_envs
+        finally:
+            c.env_close(iid)
+
+
+def atari(url: str, encoding: str, seconds: float) -> float:
+    with client.Client(url) as c:
+        iid = c.env_create("Bench/AtariSized-v0", encoding=encoding)
+        c.reset(iid)
+        try:
+            return rate(lambda: c.step(iid, 0), seconds)
+        finally:
+            c.env_close(iid)
+
+
+def parallel(url: str, env_id: str, clients: int, seconds: float) -> float:
+    """Aggregate steps/s of ``clients`` threads, each with its own instance."""
+    counts = [0] * clients
+    ready = threading.Barrier(clients + 1)
+    stop = threading.Event()
+
+    def worker(k):
+        with client.Client(url) as c:
+            iid = c.env_create(env_id, seed=k)
+            c.reset(iid)
+            ready.wait()
+            while not stop.is_set():
+                _, _, terminated, truncated, _ = c.step(iid, 0)
+                counts[k] += 1
+                if terminated or truncated:
+                    c.reset(iid)
+            c.env_close(iid)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    started = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    total = sum(counts)
+    elapsed = time.perf_counter() - started
+    for t in threads:
+        t.join()
+    return total / elapsed
+
+
+def sequential(url: str, env_id: str, instances: int, seconds: float) -> float:
+    """Steps/s of one client stepping ``instances`` instances in turn."""
+    with client.Client(url) as c:
+        ids = [c.env_create(env_id) for _ in range(instances)]
+        for iid in ids:
+            c.reset(iid)
+
+        def round_robin():
+            for iid in ids:
+                c.step(iid, 0)
+
+        try:
+            return rate(round_robin, seconds) * instances
+        finally:
+            for iid in ids:
+                c.env_close(iid)
+
+
+def memory_per_instance(url: str, pid: int, count: int) -> float:
+    with client.Client(url) as c:
+        warm = [c.env_create("CartPole-v1") for _ in range(5)]
+        for iid in warm:
+            c.reset(iid)
+        before = rss_bytes(pid)
+        ids = [c.env_create("CartPole-v1") for _ in range(count)]
+        for iid in ids:
+            c.reset(iid)
+        after = rss_bytes(pid)
+        for iid in ids + warm:
+            c.env_close(iid)
+    return (after - before) / count
+
+
+# -- the run --------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every measurement and print the table; returns 0, or 1 if a target is missed (with --check)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny durations, for a smoke test (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=1.5, help="length of each measurement (default: %(default)s)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed (default: %(default)s)")
+    args = parser.parse_args(argv)
+    seconds = 0.05 if args.quick else args.seconds
+    sizes = (64,) if args.quick else (64, 256, 1024)
+
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
+    echo_port = int(echo.stdout.readline())
+    server, url = start_server()
+    rows: list[tuple[str, str, str]] = []
+    checks: list[tuple[str, float, str, bool]] = []
+    try:
+        # Best of three everywhere, alternating the things compared, so that
+        # both sides of a ratio see the same machine (this VM's speed wanders).
+        rounds = 1 if args.quick else 3
+        floors, singles, locals_ = [], [], []
+        for _ in range(rounds):
+            locals_.append(in_process(seconds))
+            floors.append(tcp_floor(echo_port, seconds))
+            singles.append(single_client(url, seconds))
+        floor, single, local = max(floors), max(singles), max(locals_)
+        vec = {}
+        for n in sizes:
+            for encoding in ("list", "base64"):
+                vec[n, encoding] = 0.0
+            for _ in range(rounds):
+                for encoding in ("list", "base64"):
+                    vec[n, encoding] = max(vec[n, encoding], vector(url, n, encoding, seconds))
+            local = max(local, in_process(seconds))  # and the baseline again, beside them
+        rows += [
+            ("CartPole in-process, one env", f"{local:,.0f} steps/s", ""),
+            ("bare TCP round trips between two processes (the floor)", f"{floor:,.0f} round trips/s", ""),
+            ("CartPole through client.Client, one client", f"{single:,.0f} steps/s", f"{single / floor:.2f} x floor"),
+        ]
+        checks.append(("single client / TCP floor", single / floor, ">= 0.25", single / floor >= 0.25))
+        for n in sizes:
+            for encoding in ("list", "base64"):
+                rows.append((f"CartPole vector, {n} envs, {encoding}", f"{vec[n, encoding]:,.0f} env-steps/s",
+                             f"{vec[n, encoding] / local:.2f} x in-process"))
+        if (256, "base64") in vec:
+            ratio = vec[256, "base64"] / local
+            checks.append(("256-env vector base64 / in-process", ratio, ">= 4", ratio >= 4))
+        frames = {enc: max(atari(url, enc, seconds) for _ in range(rounds)) for enc in ("list", "base64")}
+        rows.append(("210x160x3 uint8 frames, list", f"{frames['list']:,.1f} steps/s", ""))
+        rows.append(("210x160x3 uint8 frames, base64", f"{frames['base64']:,.1f} steps/s", f"{frames['base64'] / frames['list']:.1f} x list"))
+        checks.append(("frames base64 / list", frames["base64"] / frames["list"], ">= 10", frames["base64"] / frames["list"] >= 10))
+        cart8 = parallel(url, "CartPole-v1", 8, seconds)
+        rows.append(("8 clients on 8 CartPole instances, aggregate", f"{cart8:,.0f} steps/s", f"{cart8 / single:.2f} x one client"))
+        sleepy_seq = sequential(url, "Bench/Sleepy-v0", 8, max(seconds, 0.5))
+        sleepy_par = parallel(url, "Bench/Sleepy-v0", 8, max(seconds, 0.5))
+        rows.append(("8 instances of a 20 ms env, one after the other", f"{sleepy_seq:,.1f} steps/s", ""))
+        rows.append(("8 clients on 8 instances of a 20 ms env", f"{sleepy_par:,.1f} steps/s", f"{sleepy_par / sleepy_seq:.1f} x sequential"))
+        checks.append(("8 sleepy clients / sequential", sleepy_par / sleepy_seq, ">= 6", sleepy_par / sleepy_seq >= 6))
+        # On a server of its own, so that memory freed by the runs above can't hide the cost.
+        fresh, fresh_url = start_server()
+        try:
+            memory = memory_per_instance(fresh_url, fresh.pid, 20 if args.quick else 500)
+        finally:
+            with client.Client(fresh_url) as c:
+                c.shutdown_server()
+            fresh.wait(30)
+        rows.append(("server memory per idle CartPole instance", f"{memory / 1024:,.0f} KiB", ""))
+        checks.append(("KiB per idle instance", memory / 1024, "< 1024", memory < 1024 * 1024))
+    finally:
+        with client.Client(url) as c:
+            c.shutdown_server()
+        server.wait(30)
+        echo.kill()
+        echo.wait()
+
+    cpu = platform.processor() or platform.machine()
+    print(f"gymhttp throughput, Python {platform.python_version()}, {os.cpu_count()} cores ({cpu}), "
+          f"gymnasium {gymnasium.__version__}, numpy {np.__version__}{', QUICK run' if args.quick else ''}\n")
+    print("| measurement | result | ratio |")
+    print("|---|---:|---:|")
+    for name, value, ratio in rows:
+        print(f"| {name} | {value} | {ratio} |")
+    print("\n| target | measured | wanted | met |")
+    print("|---|---:|---:|:---:|")
+    for name, value, wanted, ok in checks:
+        print(f"| {name} | {value:,.2f} | {wanted} | {'yes' if ok else 'NO'} |")
+    return 1 if args.check and not all(ok for *_, ok in checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
