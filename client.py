@@ -22,6 +22,7 @@ import json
 import os
 import select
 import socket
+import struct
 import sys
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -80,11 +81,14 @@ def _envelope_to_value(env: dict) -> Any:
             dtypes = _WIRE_DTYPES[dtype] = (native.newbyteorder("<"), native)
         # A writable array in native byte order, like any other observation.
         return numpy.frombuffer(raw, dtype=dtypes[0]).astype(dtypes[1]).reshape(shape)
-    flat = array.array(_ARRAY_CODES[dtype])
-    flat.frombytes(raw)
-    if sys.byteorder == "big":
-        flat.byteswap()
-    values = flat.tolist()
+    if dtype == "float16":  # the array module has no half floats; struct does
+        values = list(struct.unpack(f"<{len(raw) // 2}e", raw))
+    else:
+        flat = array.array(_ARRAY_CODES[dtype])
+        flat.frombytes(raw)
+        if sys.byteorder == "big":
+            flat.byteswap()
+        values = flat.tolist()
     if dtype == "bool":
         values = [bool(v) for v in values]
     if not shape:

@@ -208,13 +208,14 @@ class ServerTestCase(unittest.TestCase):
 
     def tearDown(self):
         self.client.close()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
             conn.request("POST", "/v1/shutdown/", headers=self.auth_headers())
             conn.getresponse().read()
-            conn.close()
-        except OSError:
+        except OSError:  # the test stopped it already
             self.server.shutdown()
+        finally:
+            conn.close()
         self.thread.join(10)
         self.assertFalse(self.thread.is_alive(), "server did not stop")
         self.server.server_close()
@@ -1116,3 +1117,331 @@ class TestCommandLine(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# ---------------------------------------------------------------------------
+# The wire: keep-alive, framing, reconnects
+# ---------------------------------------------------------------------------
+
+
+def read_response(sock_file) -> tuple[int, dict, bytes]:
+    """One HTTP response from a socket file, framed by Content-Length."""
+    status_line = sock_file.readline()
+    if not status_line:
+        raise ConnectionError("closed")
+    status = int(status_line.split()[1])
+    headers = {}
+    while True:
+        line = sock_file.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = sock_file.read(int(headers.get("content-length", 0)))
+    return status, headers, body
+
+
+class TestKeepAlive(ServerTestCase):
+    def test_many_requests_on_one_connection(self):
+        iid = self.create()
+        with socket.create_connection(("127.0.0.1", self.port)) as sock, sock.makefile("rb") as f:
+            body = b'{"action": 1}'
+            for n in range(100):
+                sock.sendall(f"POST /v1/envs/{iid}/step/ HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+                status, headers, reply = read_response(f)
+                self.assertEqual(status, 200, reply)
+                self.assertNotIn("connection", headers)
+                self.assertEqual(len(reply), int(headers["content-length"]))
+                if strict_loads(reply)["done"]:
+                    sock.sendall(f"POST /v1/envs/{iid}/reset/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+                    self.assertEqual(read_response(f)[0], 200)
+            # a 204 has no body, and the connection goes on after it
+            sock.sendall(f"POST /v1/envs/{iid}/monitor/close/ HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/envs/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            status, headers, reply = read_response(f)
+            self.assertEqual((status, reply), (204, b""))
+            self.assertNotIn("content-length", headers)
+            status, _, reply = read_response(f)
+            self.assertEqual(status, 200)
+            self.assertIn(iid, strict_loads(reply)["all_envs"])
+
+    def test_connection_close_is_honoured(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock, sock.makefile("rb") as f:
+            sock.sendall(b"GET /v1/envs/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            status, headers, _ = read_response(f)
+            self.assertEqual(status, 200)
+            self.assertEqual(headers["connection"], "close")
+            self.assertEqual(f.read(), b"")  # and the server closed it
+
+    def test_http10_closes_unless_keep_alive(self):
+        raw = raw_exchange(self.port, b"GET /v1/envs/ HTTP/1.0\r\n\r\n")
+        status, headers, body = split_response(raw)
+        self.assertEqual((status, headers["connection"]), (200, "close"))
+        self.assertEqual(strict_loads(body), {"all_envs": {}})
+
+    def test_each_response_is_written_once_and_nodelay_is_set(self):
+        writes, nodelay = [], []
+        original_setup = gymhttp.GymHTTPRequestHandler.setup
+
+        def setup(handler):
+            original_setup(handler)
+            nodelay.append(handler.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            real_write = handler.wfile.write
+            handler.wfile.write = lambda data: (writes.append(data), real_write(data))[1]
+
+        gymhttp.GymHTTPRequestHandler.setup = setup
+        try:
+            c = client.Client(self.base)
+            iid = c.env_create("CartPole-v1")
+            for _ in range(5):
+                c.step(iid, 0)
+            c.close()
+        finally:
+            gymhttp.GymHTTPRequestHandler.setup = original_setup
+        self.assertEqual(len(writes), 6)  # one write per response, headers and body together
+        for data in writes:
+            head, _, body = data.partition(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.1 200"))
+            self.assertGreater(len(body), 0)
+        self.assertTrue(all(nodelay), nodelay)
+
+
+class TestReconnect(ServerTestCase):
+    server_options = {"timeout": 0.3}
+
+    def test_server_closed_idle_connection_then_transparent_reconnect(self):
+        c = self.client
+        iid = c.env_create("GymHTTPTest/Counter-v0")
+        self.assertEqual(c.step(iid, 0)[0], 1)
+        first = c._conn
+        time.sleep(0.8)  # the server drops the idle connection after 0.3 s
+        self.assertEqual(c.step(iid, 0)[0], 2)  # sent once, on a new connection
+        self.assertIsNot(c._conn, first)
+        self.assertEqual(c.step(iid, 0)[0], 3)
+
+
+class TestNeverSendsTwice(unittest.TestCase):
+    def test_a_post_whose_answer_is_lost_is_not_repeated(self):
+        """A server that reads the request and hangs up: the client must not
+        send the step again, because the env may have been stepped."""
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        received = []
+
+        def serve():
+            for _ in range(2):
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                with conn:
+                    data = conn.recv(65536)
+                    if data:
+                        received.append(data)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        c = client.Client(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=5)
+        try:
+            with self.assertRaises(ConnectionError) as ctx:
+                c.step("abc", 0)
+            self.assertIn("may or may not", str(ctx.exception))
+            time.sleep(0.2)
+            self.assertEqual(len(received), 1)
+            self.assertTrue(received[0].startswith(b"POST /v1/envs/abc/step/"))
+        finally:
+            c.close()
+            listener.close()
+            thread.join(5)
+
+
+# ---------------------------------------------------------------------------
+# Vector environments
+# ---------------------------------------------------------------------------
+
+
+class TestVector(ServerTestCase):
+    def check_against_local(self, mode, encoding="list"):
+        n = 4
+        iid = self.create("CartPole-v1", num_envs=n, vectorization_mode=mode, encoding=encoding)
+        local = gymnasium.make_vec("CartPole-v1", num_envs=n, vectorization_mode=mode)
+        obs, info = self.client.reset(iid, seed=11)
+        local_obs, _ = local.reset(seed=11)
+        np.testing.assert_allclose(np.asarray(obs), local_obs, rtol=1e-6)
+        for t in range(60):
+            actions = [(t + k) % 2 for k in range(n)]
+            obs, reward, terminated, truncated, info = self.client.step(iid, actions)
+            l_obs, l_reward, l_term, l_trunc, _ = local.step(np.array(actions))
+            np.testing.assert_allclose(np.asarray(obs), l_obs, rtol=1e-6)
+            self.assertEqual(list(np.asarray(reward)), list(l_reward))
+            self.assertEqual(list(np.asarray(terminated)), list(l_term))
+            self.assertEqual(list(np.asarray(truncated)), list(l_trunc))
+        return iid
+
+    def test_sync_vector(self):
+        iid = self.check_against_local("sync")
+        reply = self.post(f"/v1/envs/{iid}/step/", {"action": [0, 1, 0, 1]})[2]
+        self.assertEqual(len(reply["reward"]), 4)
+        self.assertIs(type(reply["reward"][0]), float)
+        self.assertEqual(reply["done"], [a or b for a, b in zip(reply["terminated"], reply["truncated"])])
+        self.assertTrue(all(type(x) is bool for x in reply["done"]))
+
+    def test_vector_entry_point(self):
+        self.check_against_local("vector_entry_point")
+
+    def test_vector_base64(self):
+        self.check_against_local("vector_entry_point", "base64")
+
+    def test_default_mode_uses_the_vector_entry_point_and_spaces_give_both(self):
+        iid = self.create("CartPole-v1", num_envs=3)
+        self.assertEqual(type(self.server.envs.get(iid).env).__name__, "CartPoleVectorEnv")
+        reply = self.get(f"/v1/envs/{iid}/action_space/")[2]
+        self.assertEqual(reply["info"]["name"], "MultiDiscrete")
+        self.assertEqual(reply["info"]["nvec"], [2, 2, 2])
+        self.assertEqual(reply["single_info"], {"name": "Discrete", "n": 2, "start": 0, "dtype": "int64"})
+        reply = self.get(f"/v1/envs/{iid}/observation_space/")[2]
+        self.assertEqual(reply["info"]["shape"], [3, 4])
+        self.assertEqual(reply["single_info"]["shape"], [4])
+        self.assertEqual(len(self.get(f"/v1/envs/{iid}/action_space/sample")[2]["action"]), 3)
+
+    def test_vector_kwargs_set_the_autoreset_mode(self):
+        iid = self.create("CartPole-v1", num_envs=2, vectorization_mode="sync", vector_kwargs={"autoreset_mode": "SameStep"})
+        self.assertEqual(self.server.envs.get(iid).env.metadata["autoreset_mode"].value, "SameStep")
+
+    def test_step_before_reset_and_bad_batches(self):
+        iid = self.create("CartPole-v1", num_envs=3, seed=4)
+        status, _, reply = self.post(f"/v1/envs/{iid}/step/", {"action": [0, 1, 0]})
+        self.assertEqual(status, 200, reply)
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": [0, 1]}), 400, "[0,1]", "shape")
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": [0, 1, 2]}), 400, "[0,1,2]")
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": 1}), 400)
+        self.assertError(self.post(f"/v1/envs/{iid}/reset/", {"seed": [1, 2]}), 400, "seed")
+        sync = self.create("CartPole-v1", num_envs=3, vectorization_mode="sync")
+        obs = self.post(f"/v1/envs/{sync}/reset/", {"seed": [1, 2, 3]})[2]["observation"]
+        local, _ = gymnasium.make_vec("CartPole-v1", num_envs=3, vectorization_mode="sync").reset(seed=[1, 2, 3])
+        np.testing.assert_allclose(obs, local, rtol=1e-6)
+
+    def test_bad_vector_parameters(self):
+        self.assertError(self.post("/v1/envs/", {"env_id": "CartPole-v1", "num_envs": 0}), 400, "num_envs")
+        self.assertError(self.post("/v1/envs/", {"env_id": "CartPole-v1", "num_envs": 10**6}), 400, "num_envs")
+        self.assertError(self.post("/v1/envs/", {"env_id": "CartPole-v1", "num_envs": "4"}), 400, "num_envs")
+        self.assertError(self.post("/v1/envs/", {"env_id": "CartPole-v1", "num_envs": 2, "vectorization_mode": "gpu"}), 400, "vectorization_mode")
+        self.assertError(self.post("/v1/envs/", {"env_id": "CartPole-v1", "num_envs": 2, "vector_kwargs": [1]}), 400, "vector_kwargs")
+        self.assertError(self.post("/v1/envs/", {"env_id": "CartPole-v1", "vectorization_mode": "sync"}), 400, "num_envs")
+        self.assertError(self.post("/v1/envs/", {"env_id": "CartPole-v1", "encoding": "hex"}), 400, "encoding")
+
+
+# ---------------------------------------------------------------------------
+# The array envelope
+# ---------------------------------------------------------------------------
+
+ENVELOPE_CASES = {
+    "uint8 image": np.arange(210 * 160 * 3, dtype=np.uint64).astype(np.uint8).reshape(210, 160, 3),
+    "float32": np.array([[1.5, -2.25], [np.pi, 1e-30]], dtype=np.float32),
+    "float64 non-finite": np.array([np.nan, np.inf, -np.inf, 0.1]),
+    "float16": np.array([0.5, -1.0], dtype=np.float16),
+    "bool": np.array([True, False, True]),
+    "int64": np.array([-(2**62), 0, 2**62 + 5], dtype=np.int64),
+    "0-d": np.array(7, dtype=np.int32),
+    "big-endian input": np.array([1, 258], dtype=">u2"),
+    "empty": np.zeros((0, 3), dtype=np.float32),
+    "non-contiguous": np.arange(12, dtype=np.int16).reshape(3, 4)[:, ::2],
+}
+
+
+class TestEnvelope(unittest.TestCase):
+    def test_round_trip_of_dtypes_and_shapes(self):
+        for name, array in ENVELOPE_CASES.items():
+            with self.subTest(case=name):
+                for make in (gymhttp.to_envelope, lambda a: strict_loads(gymhttp.raw_envelope(a))):
+                    wire = strict_loads(json.dumps(make(array)))
+                    self.assertEqual(wire["shape"], list(array.shape))
+                    self.assertEqual(np.dtype(wire["dtype"]), array.dtype.newbyteorder("="))
+                    back = gymhttp.from_envelope(wire)
+                    np.testing.assert_array_equal(back, array)
+                    self.assertEqual(back.dtype, array.dtype.newbyteorder("="))
+                    via_client = client.decode_envelopes(wire)
+                    np.testing.assert_array_equal(via_client, array)
+                    self.assertTrue(via_client.flags.writeable)
+
+    def test_client_envelopes_are_accepted_by_the_server(self):
+        for name, array in ENVELOPE_CASES.items():
+            with self.subTest(case=name):
+                env = client.encode_array(array)
+                self.assertEqual(strict_loads(env.json), dict(env))
+                np.testing.assert_array_equal(gymhttp.from_envelope(strict_loads(json.dumps(env))), array)
+        env = client.encode_array([[1, 2], [3, 4]])
+        np.testing.assert_array_equal(gymhttp.from_envelope(env), [[1, 2], [3, 4]])
+        self.assertEqual(client.encode_array([0.5, 1])["dtype"], "float64")
+
+    def test_little_endian_bytes_on_the_wire(self):
+        env = gymhttp.to_envelope(np.array([1, 2], dtype=np.uint16))
+        import base64
+        self.assertEqual(base64.b64decode(env["__ndarray__"]), b"\x01\x00\x02\x00")
+
+    def test_bad_envelopes_are_refused(self):
+        good = gymhttp.to_envelope(np.zeros(4, np.float32))
+        for bad in ({**good, "dtype": "object"}, {**good, "dtype": 5}, {**good, "shape": [5]}, {**good, "shape": [-4]},
+                    {**good, "shape": "4"}, {**good, "__ndarray__": "!!!"}, {**good, "__ndarray__": 7}):
+            with self.subTest(bad=bad):
+                with self.assertRaises(ValueError):
+                    gymhttp.from_envelope(bad)
+
+    def test_client_decodes_without_numpy(self):
+        cases = {k: gymhttp.to_envelope(v) for k, v in ENVELOPE_CASES.items() if k != "float64 non-finite"}
+        code = (
+            "import sys, json\n"
+            "sys.modules['numpy'] = None  # numpy cannot be imported\n"
+            "import client\n"
+            "print(json.dumps(client.decode_envelopes(json.loads(sys.stdin.read()))))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], input=json.dumps(cases), cwd=HERE,
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        decoded = json.loads(out.stdout)
+        for name, array in ENVELOPE_CASES.items():
+            if name in cases:
+                with self.subTest(case=name):
+                    self.assertEqual(decoded[name], array.tolist())
+
+
+class TestBase64OverTheWire(ServerTestCase):
+    def test_image_observations_arrive_as_envelopes_and_decode(self):
+        iid = self.client.env_create("GymHTTPTest/Image-v0", encoding="base64")
+        obs, _ = self.client.reset(iid, seed=0)
+        self.assertIsInstance(obs, np.ndarray)
+        self.assertEqual((obs.shape, obs.dtype), ((8, 6, 3), np.uint8))
+        listed = self.client.env_create("GymHTTPTest/Image-v0")
+        self.assertEqual(np.asarray(self.client.reset(listed, seed=0)[0]).tolist(), obs.tolist())
+        raw = self.post(f"/v1/envs/{iid}/step/", {"action": 0})[2]["observation"]
+        self.assertEqual(set(raw), {"__ndarray__", "dtype", "shape"})
+
+    def test_nested_spaces_and_vector_arrays_use_envelopes(self):
+        iid = self.create("GymHTTPTest/Dict-v0", encoding="base64")
+        reply = self.post(f"/v1/envs/{iid}/step/", {"action": {"move": client.encode_array(np.array([0.1, 0.2], np.float32)), "jump": [0]}})[2]
+        self.assertEqual(reply["observation"]["position"]["dtype"], "float32")
+        self.assertIsInstance(reply["observation"]["mode"], int)
+        vid = self.create("CartPole-v1", num_envs=5, encoding="base64")
+        reply = self.post(f"/v1/envs/{vid}/step/", {"action": client.encode_array(np.ones(5, np.int64))})[2]
+        for field in ("observation", "reward", "terminated", "truncated", "done"):
+            self.assertIn("__ndarray__", reply[field], field)
+        self.assertEqual(reply["done"]["dtype"], "bool")
+        self.assertEqual(reply["reward"]["shape"], [5])
+
+    def test_envelope_actions_are_checked(self):
+        iid = self.create("Pendulum-v1")
+        self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": client.encode_array(np.array([0.5], np.float32))})[0], 200)
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": client.encode_array(np.array([9.0], np.float32))}), 400, "Box")
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": {"__ndarray__": "AAAA", "dtype": "float32", "shape": [3]}}), 400, "bytes")
+
+
+class TestBenchmark(unittest.TestCase):
+    def test_quick_run_prints_every_row(self):
+        out = subprocess.run([sys.executable, os.path.join("benchmarks", "throughput.py"), "--quick"], cwd=HERE,
+                             capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+        for row in ("in-process", "bare TCP", "client.Client", "64 envs, list", "64 envs, base64",
+                    "210x160x3 uint8 frames, list", "210x160x3 uint8 frames, base64", "8 clients on 8 CartPole",
+                    "20 ms env", "memory per idle"):
+            self.assertIn(row, out.stdout)
+        self.assertIn("| target | measured | wanted | met |", out.stdout)
