@@ -297,6 +297,20 @@ def to_envelope(array: Any) -> Any:
             "dtype": name.decode(), "shape": list(array.shape)}
 
 
+_FALSE_ENVELOPES: dict[int, Raw] = {}  # n -> the envelope of n False values
+
+
+def raw_false_envelope(n: int) -> Raw:
+    """The envelope of ``n`` False values: terminated/truncated/done batches
+    are nearly always all False, so their encoding is kept."""
+    raw = _FALSE_ENVELOPES.get(n)
+    if raw is None:
+        raw = raw_envelope(np.zeros(n, dtype=bool))
+        if len(_FALSE_ENVELOPES) < 64:
+            _FALSE_ENVELOPES[n] = raw
+    return raw
+
+
 def raw_envelope(array: Any) -> Any:
     """:func:`to_envelope`, already encoded as JSON (a :class:`Raw`)."""
     array, name = _little(array)
@@ -520,10 +534,15 @@ def make_decoder(space: Any) -> Callable[[Any], Any]:
         else:
             low, span = space.start.astype(np.int64), space.nvec.astype(np.uint64)
 
+        from_zero = not low.any()
+
         def integer_array_decoder(v):
             arr = _array(v, dtype, shape)
             # One comparison: below the start wraps around to a huge unsigned number.
-            offset = np.subtract(arr, low, dtype=np.int64)
+            if from_zero and arr.dtype == np.int64:
+                offset = arr
+            else:
+                offset = np.subtract(arr, low, dtype=np.int64)
             if np.count_nonzero(offset.view(np.uint64) >= span):
                 raise Invalid(f"values must lie in [start, start + nvec) of {space}")
             return arr
@@ -763,11 +782,12 @@ class Instance:
 
     # -- statistics ---------------------------------------------------------
 
-    def count_step(self, reward: Any, done: Any) -> None:
+    def count_step(self, reward: Any, done: Any, ended: int = 0) -> None:
+        """Count a step; for vectors, ``ended`` is how many sub-envs are done."""
         self.steps += 1
         if self.vector:
             self._returns += reward
-            if np.count_nonzero(done):  # ndarray.any() has a slow Python wrapper
+            if ended:
                 now = time.time()
                 for i in np.flatnonzero(done).tolist():
                     self.recent.append((float(self._returns[i]), self.steps - int(self._starts[i]), now))
@@ -1003,12 +1023,30 @@ def route_reset(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
     else:
         seed = seed_param(params)
     options = optional(params, "options", (dict,), "an object of reset options")
+    if instance.vector and options and "reset_mask" in options:
+        options = dict(options, reset_mask=_reset_mask(options["reset_mask"], instance.num_envs))
     with instance.lock:
         _live(instance)
         if seed is None:
             seed = instance.pending_seed
         observation, info = _reset(instance, seed, options)
         return {"observation": instance.observation.encode(observation), "info": info}
+
+
+def _reset_mask(mask: Any, num_envs: int) -> np.ndarray:
+    """options.reset_mask (autoreset mode Disabled) as the bool array Gymnasium wants."""
+    try:
+        if is_envelope(mask):
+            value = from_envelope(mask)
+        elif isinstance(mask, list) and all(type(m) is bool for m in mask):
+            value = np.array(mask, dtype=bool)
+        else:
+            raise Invalid("not a list of booleans")
+    except ValueError:
+        value = None
+    if value is None or value.dtype != bool or value.shape != (num_envs,):
+        raise bad_request(f"Option 'reset_mask' must be a list of {num_envs} booleans (one per sub-env), not {short(mask)}")
+    return value
 
 
 def _decode_action(instance: Instance, action: Any) -> Any:
@@ -1051,18 +1089,24 @@ def route_step(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
             except Exception as exc:  # rendering is a side show; the step stands
                 log.warning("render of %s failed: %s", instance_id, exc)
         if instance.vector:
-            done = np.logical_or(terminated, truncated)
-            instance.count_step(reward, done)
-            array = instance.array
+            terminated, truncated = _bools(terminated), _bools(truncated)
+            done = terminated | truncated
+            ended = np.count_nonzero(done)  # ndarray.any() has a slow Python wrapper
+            instance.count_step(reward, done, ended)
             reward = np.asarray(reward)
             if reward.dtype.kind != "f":  # rewards are floats on the wire, whatever the env said
                 reward = reward.astype(np.float64)
+            array = instance.array
+            if array is raw_envelope and not ended:
+                none = raw_false_envelope(instance.num_envs)
+                return {"observation": instance.observation.encode(observation), "reward": array(reward),
+                        "done": none, "terminated": none, "truncated": none, "info": info}
             return {
                 "observation": instance.observation.encode(observation),
                 "reward": array(reward),
                 "done": array(done),
-                "terminated": array(np.asarray(terminated, dtype=bool)),
-                "truncated": array(np.asarray(truncated, dtype=bool)),
+                "terminated": array(terminated),
+                "truncated": array(truncated),
                 "info": info,
             }
         reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
@@ -1078,6 +1122,12 @@ def route_step(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
             "truncated": truncated,
             "info": info,
         }
+
+
+def _bools(value: Any) -> np.ndarray:
+    if type(value) is np.ndarray and value.dtype == np.bool_:
+        return value
+    return np.asarray(value, dtype=bool)
 
 
 def _space_info(instance: Instance, which: str) -> dict:
@@ -1248,6 +1298,7 @@ class Router:
         self.routes = routes
         self._static: dict[str, dict[str, Callable]] = {}  # path -> method -> handler
         self._dynamic: dict[int, list[tuple[tuple, str, Callable]]] = {}  # segment count -> rows
+        self._cache: dict[tuple[str, str], tuple[Callable, tuple]] = {}  # recent dynamic matches
         for method, pattern, handler in routes:
             segments = tuple(pattern.strip("/").split("/"))
             if any(s.startswith("{") for s in segments):
@@ -1266,6 +1317,10 @@ class Router:
             if handler is None:
                 raise self._not_allowed(path, methods)
             return handler, ()
+        key = (method, path)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         parts = path[1:].split("/")
         allowed: dict[str, Callable] = {}
         found = None
@@ -1284,6 +1339,10 @@ class Router:
                     break
                 allowed[row_method] = handler
         if found is not None:
+            if len(path) <= 128:  # ours are short; a flood of long ones must not grow it
+                if len(self._cache) >= 4096:  # instance ids come and go; start afresh
+                    self._cache.clear()
+                self._cache[key] = found
             return found
         if allowed:
             raise self._not_allowed(path, allowed)
@@ -1335,7 +1394,7 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
             return
         if not line:
             return
-        started = time.perf_counter()
+        started = time.perf_counter() if self.server.log_requests else 0.0
         self.command, self.path = "", ""
         self.request_version = "HTTP/1.1"
         if len(line) > MAX_REQUEST_LINE:
@@ -1410,7 +1469,7 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         if size == 0:
             return b""
         if headers.get("expect", "").lower() == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
             body = self.rfile.read(size)
         except (TimeoutError, OSError):
@@ -1423,7 +1482,7 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
 
     def _read_chunked(self) -> bytes | None:
         if self.parsed_headers.get("expect", "").lower() == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         parts, size = [], 0
         try:
             while True:
@@ -1485,7 +1544,7 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         if self.command == "HEAD" or status is HTTPStatus.NO_CONTENT:
             body = b""
         try:
-            self.wfile.write(head + body)
+            self.connection.sendall(head + body)  # one send: no Nagle/delayed-ACK stall
         except OSError:
             self.close_connection = True
 

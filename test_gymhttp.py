@@ -1185,8 +1185,17 @@ class TestKeepAlive(ServerTestCase):
         def setup(handler):
             original_setup(handler)
             nodelay.append(handler.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-            real_write = handler.wfile.write
-            handler.wfile.write = lambda data: (writes.append(data), real_write(data))[1]
+            real = handler.connection
+
+            class Watched:
+                def sendall(self, data):
+                    writes.append(bytes(data))
+                    return real.sendall(data)
+
+                def __getattr__(self, name):
+                    return getattr(real, name)
+
+            handler.connection = Watched()
 
         gymhttp.GymHTTPRequestHandler.setup = setup
         try:
@@ -1307,6 +1316,17 @@ class TestVector(ServerTestCase):
     def test_vector_kwargs_set_the_autoreset_mode(self):
         iid = self.create("CartPole-v1", num_envs=2, vectorization_mode="sync", vector_kwargs={"autoreset_mode": "SameStep"})
         self.assertEqual(self.server.envs.get(iid).env.metadata["autoreset_mode"].value, "SameStep")
+
+    def test_disabled_autoreset_takes_a_reset_mask(self):
+        iid = self.create("CartPole-v1", num_envs=2, vectorization_mode="sync", vector_kwargs={"autoreset_mode": "Disabled"})
+        first = self.post(f"/v1/envs/{iid}/reset/", {"seed": 0})[2]["observation"]
+        for _ in range(3):
+            self.post(f"/v1/envs/{iid}/step/", {"action": [1, 1]})
+        status, _, reply = self.post(f"/v1/envs/{iid}/reset/", {"options": {"reset_mask": [True, False]}})
+        self.assertEqual(status, 200, reply)
+        self.assertNotEqual(reply["observation"][1], first[1])  # sub-env 1 kept its episode
+        self.assertError(self.post(f"/v1/envs/{iid}/reset/", {"options": {"reset_mask": [1, 0]}}), 400, "reset_mask")
+        self.assertError(self.post(f"/v1/envs/{iid}/reset/", {"options": {"reset_mask": [True]}}), 400, "2 booleans")
 
     def test_step_before_reset_and_bad_batches(self):
         iid = self.create("CartPole-v1", num_envs=3, seed=4)
