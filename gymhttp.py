@@ -46,7 +46,7 @@ import numpy as np
 from gymnasium import spaces
 
 __version__ = "1.0.0"
-__all__ = ["GymHTTPServer", "HTTPError", "make_server", "serve", "main", "__version__"]
+__all__ = ["GymHTTPServer", "HTTPError", "make_server", "serve", "run", "main", "__version__"]
 
 # ---------------------------------------------------------------------------
 # Constants
@@ -483,7 +483,7 @@ def _array(value: Any, dtype: np.dtype, shape: tuple) -> np.ndarray:
             raise Invalid(f"expected numbers in shape {list(shape)}, not a JSON {json_type(value)}")
         try:
             arr = np.array(value, dtype=object if dtype.kind in "biu" else np.float64)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise Invalid(f"expected numbers in shape {list(shape)}: {exc}")
         if arr.dtype == object:
             flat = arr.reshape(-1).tolist()
@@ -1386,6 +1386,14 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         except OSError:
             pass  # not TCP (a Unix socket, say)
 
+    def handle(self) -> None:
+        server = self.server
+        server.track(self, time.monotonic() + server.timeout_seconds)
+        try:
+            super().handle()
+        finally:
+            server.untrack(self)
+
     def handle_one_request(self) -> None:
         self.close_connection = True
         try:
@@ -1394,6 +1402,9 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
             return
         if not line:
             return
+        server = self.server
+        # The whole request (line, headers, body) must arrive within --timeout.
+        server.track(self, time.monotonic() + server.timeout_seconds)
         started = time.perf_counter() if self.server.log_requests else 0.0
         self.command, self.path = "", ""
         self.request_version = "HTTP/1.1"
@@ -1429,7 +1440,10 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
             name, sep, value = raw.partition(b":")
             if not sep or not name or name != name.strip():
                 return self._fail(HTTPStatus.BAD_REQUEST, f"Malformed header line {short(raw.decode('latin-1').rstrip())}")
-            headers[name.decode("latin-1").lower()] = value.strip().decode("latin-1")
+            key, text = name.decode("latin-1").lower(), value.strip().decode("latin-1")
+            if key == "content-length" and headers.get(key, text) != text:
+                return self._fail(HTTPStatus.BAD_REQUEST, "Conflicting Content-Length headers")
+            headers[key] = text
         self.parsed_headers = headers
         connection = headers.get("connection", "").lower()
         if self.request_version == "HTTP/1.0":
@@ -1439,8 +1453,17 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         body = self._read_body(headers)
         if body is None:
             return
-        status, extra, payload, content_type = self.server.dispatch(self, body)
-        self.reply(status, payload, content_type, extra)
+        server.track(self, None)  # the env may take its time; that is not the client's fault
+        if not server.begin_request():
+            self.close_connection = True
+            self.reply(HTTPStatus.SERVICE_UNAVAILABLE, encode_json({"message": "The server is shutting down"}), JSON_TYPE, {})
+            return
+        try:
+            status, extra, payload, content_type = server.dispatch(self, body)
+            self.reply(status, payload, content_type, extra)
+        finally:
+            server.end_request()
+            server.track(self, time.monotonic() + server.timeout_seconds)
         if self.server.log_requests:
             log.info(
                 "%s %s %s %d %.1fms",
@@ -1475,7 +1498,7 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         except (TimeoutError, OSError):
             self.close_connection = True
             return None
-        if len(body) < size:
+        if body is None or len(body) < size:
             self.close_connection = True
             return None
         return body
@@ -1505,7 +1528,7 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
                         pass  # trailers, ignored
                     return b"".join(parts)
                 data = self.rfile.read(chunk)
-                if len(data) < chunk:
+                if data is None or len(data) < chunk:
                     self.close_connection = True
                     return None
                 parts.append(data)
@@ -1548,6 +1571,14 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
+    def drop(self) -> None:
+        """Cut the connection from another thread (watchdog, shutdown)."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
 
@@ -1587,9 +1618,8 @@ class GymHTTPServer(ThreadingHTTPServer):
     ):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
+        # Everything server_close() needs exists before binding, which may fail.
         self.envs = Envs(max_envs)
-        self._shutdown_started = threading.Event()
-        super().__init__(address, GymHTTPRequestHandler)  # binds; may raise OSError
         self.router = ROUTER
         self.max_body = max_body
         self.timeout_seconds = timeout
@@ -1599,10 +1629,15 @@ class GymHTTPServer(ThreadingHTTPServer):
         self.allowed_imports = frozenset(imports)
         self.log_requests = log_requests
         self.loopback = _is_loopback(address[0])
-        self._reaper: threading.Thread | None = None
+        self.drain_seconds = 30.0
+        self._shutdown_started = threading.Event()
+        self._connections: dict[GymHTTPRequestHandler, float | None] = {}  # -> deadline (monotonic)
+        self._inflight = 0
+        self._state = threading.Condition()
+        super().__init__(address, GymHTTPRequestHandler)  # binds; may raise OSError
+        threading.Thread(target=self._watchdog, name="gymhttp-watchdog", daemon=True).start()
         if idle_timeout:
-            self._reaper = threading.Thread(target=self._reap_loop, name="gymhttp-reaper", daemon=True)
-            self._reaper.start()
+            threading.Thread(target=self._reap_loop, name="gymhttp-reaper", daemon=True).start()
 
     @property
     def url(self) -> str:
@@ -1724,6 +1759,46 @@ class GymHTTPServer(ThreadingHTTPServer):
 
     # -- lifecycle ------------------------------------------------------------
 
+    # -- connections: deadlines and in-flight requests -----------------------
+
+    def track(self, handler: GymHTTPRequestHandler, deadline: float | None) -> None:
+        """Set (or clear, with None) the time by which a connection must have
+        sent its request; the watchdog drops it after that."""
+        self._connections[handler] = deadline
+
+    def untrack(self, handler: GymHTTPRequestHandler) -> None:
+        self._connections.pop(handler, None)
+
+    def begin_request(self) -> bool:
+        """Count a request in; False once shutting down (answer 503)."""
+        with self._state:
+            if self._shutdown_started.is_set():
+                return False
+            self._inflight += 1
+            return True
+
+    def end_request(self) -> None:
+        with self._state:
+            self._inflight -= 1
+            self._state.notify_all()
+
+    def _watchdog(self) -> None:
+        """Drop connections past their deadline: idle ones, and slow senders
+        (slowloris) whose request has not arrived whole within --timeout."""
+        interval = max(0.05, min(1.0, self.timeout_seconds / 4))
+        while not self._shutdown_started.wait(interval):
+            now = time.monotonic()
+            for handler, deadline in list(self._connections.items()):
+                if deadline is not None and now > deadline:
+                    handler.drop()
+
+    def _drain(self) -> None:
+        """Let in-flight requests finish (up to drain_seconds), then cut idle connections."""
+        with self._state:
+            self._state.wait_for(lambda: self._inflight == 0, timeout=self.drain_seconds)
+        for handler in list(self._connections):
+            handler.drop()
+
     def request_shutdown(self) -> None:
         """Stop serving soon, from any thread but the serving one."""
         if not self._shutdown_started.is_set():
@@ -1737,9 +1812,11 @@ class GymHTTPServer(ThreadingHTTPServer):
                 log.info("closed idle instance %s (--idle-timeout %s)", instance_id, self.idle_timeout)
 
     def server_close(self) -> None:
-        """Close the socket, then every env (flushing monitors)."""
+        """Stop listening, let in-flight requests finish, then close every
+        env (flushing monitors)."""
         self._shutdown_started.set()
         super().server_close()
+        self._drain()
         self.envs.close_all()
 
 
@@ -1760,14 +1837,20 @@ def import_modules(names: list[str]) -> None:
 
 
 def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, imports: tuple[str, ...] = (), **options: Any) -> None:
-    """Import ``imports``, serve until shut down, then close every env."""
+    """Import ``imports``, then serve on ``host:port`` until shut down (a
+    signal or ``POST /v1/shutdown/``), then close every env."""
     import_modules(list(imports))
-    server = make_server(host, port, imports=tuple(imports), **options)
+    run(make_server(host, port, imports=tuple(imports), **options))
+
+
+def run(server: GymHTTPServer) -> None:
+    """Serve until shut down; SIGINT and SIGTERM stop it cleanly, a second
+    Ctrl-C at once."""
     if not server.loopback and not server.token:
         print(
-            f"WARNING: listening on {host} without a token: anyone who can reach this port can run environments "
-            "and write monitor files. Pass --token (or set GYMHTTP_TOKEN).",
-            file=sys.stderr,
+            f"gymhttp: WARNING: listening on {server.url} without a token: anyone who can reach this port can "
+            "create environments, run them and write monitor files. Set GYMHTTP_TOKEN (or pass --token).",
+            file=sys.stderr, flush=True,
         )
     interrupts = []
 
@@ -1807,15 +1890,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--monitor-root", default=None, metavar="DIR", help="confine monitor directories to DIR (default: %(default)s)")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="server log level (default: %(default)s)")
     args = parser.parse_args(argv)
+    for flag, value in (("--max-envs", args.max_envs), ("--max-body", args.max_body), ("--timeout", args.timeout)):
+        if value <= 0:
+            parser.error(f"{flag} must be positive, not {value}")
+    if args.idle_timeout is not None and args.idle_timeout <= 0:
+        parser.error(f"--idle-timeout must be positive, not {args.idle_timeout}")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s gymhttp %(levelname)s %(message)s")
     for name in args.imports:
         try:
             importlib.import_module(name)
-        except Exception as exc:
-            print(f"gymhttp: error: cannot import {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        except BaseException as exc:  # a module may even sys.exit()
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            print(f"gymhttp: error: cannot import {name}: {type(exc).__name__}: {first}", file=sys.stderr)
             return 2
     try:
-        serve(
+        server = make_server(
             args.listen, args.port, imports=tuple(args.imports), max_envs=args.max_envs, max_body=args.max_body,
             timeout=args.timeout, idle_timeout=args.idle_timeout, token=args.token, monitor_root=args.monitor_root,
             log_requests=args.log_level in ("debug", "info"),
@@ -1823,6 +1912,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"gymhttp: error: cannot listen on {args.listen}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    run(server)
     return 0
 
 

@@ -303,7 +303,7 @@ def split_response(raw: bytes) -> tuple[int, dict, bytes]:
 
 class TestModule(unittest.TestCase):
     def test_all_names_exist_and_are_public_api(self):
-        self.assertEqual(set(gymhttp.__all__), {"GymHTTPServer", "HTTPError", "make_server", "serve", "main", "__version__"})
+        self.assertEqual(set(gymhttp.__all__), {"GymHTTPServer", "HTTPError", "make_server", "serve", "run", "main", "__version__"})
         for name in gymhttp.__all__:
             self.assertTrue(hasattr(gymhttp, name), name)
         self.assertRegex(gymhttp.__version__, r"^\d+\.\d+\.\d+$")
