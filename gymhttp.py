@@ -1255,7 +1255,8 @@ def route_close(server: GymHTTPServer, params: dict, instance_id: str) -> None:
 def route_upload(server: GymHTTPServer, params: dict) -> Response:
     training_dir = required(params, "training_dir")
     check_type("training_dir", training_dir, (str,), "a string (a directory path)")
-    required(params, "api_key")
+    check_type("api_key", required(params, "api_key"), (str,), "a string")
+    optional(params, "algorithm_id", (str,), "a string or null")
     message = (
         "The OpenAI Gym scoreboard that /v1/upload/ sent results to was shut down years ago, so nothing was uploaded; "
         f"your results stay in {short(training_dir)}"

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -1465,3 +1466,602 @@ class TestBenchmark(unittest.TestCase):
                     "20 ms env", "memory per idle"):
             self.assertIn(row, out.stdout)
         self.assertIn("| target | measured | wanted | met |", out.stdout)
+
+
+# ---------------------------------------------------------------------------
+# Hostile input: every case gets a 4xx JSON answer, and nothing is lost
+# ---------------------------------------------------------------------------
+
+
+def exchange(port: int, data: bytes, timeout: float = 5.0) -> tuple[int, dict, object, bool]:
+    """Send raw bytes; (status, headers, JSON body, closed-by-server)."""
+    raw = raw_exchange(port, data, timeout)
+    status, headers, body = split_response(raw)
+    return status, headers, strict_loads(body[: int(headers.get("content-length", len(body)))]), True
+
+
+class TestHostileInput(ServerTestCase):
+    def setUp(self):
+        super().setUp()
+        # An instance made before the onslaught, whose trajectory must come out unharmed.
+        self.witness = self.client.env_create("CartPole-v1", seed=123)
+        self.local = gymnasium.make("CartPole-v1")
+        self.local.reset(seed=123)
+        self.client.reset(self.witness)
+        self.t = 0
+
+    def step_witness(self):
+        action = (self.t * 5 // 3) % 2
+        self.t += 1
+        obs, reward, terminated, truncated, _ = self.client.step(self.witness, action)
+        l_obs, l_reward, l_terminated, l_truncated, _ = self.local.step(action)
+        np.testing.assert_allclose(obs, l_obs, rtol=1e-6)
+        self.assertEqual((reward, terminated, truncated), (l_reward, l_terminated, l_truncated))
+        if terminated or truncated:
+            self.client.reset(self.witness, seed=self.t)
+            self.local.reset(seed=self.t)
+
+    def expect_4xx(self, data: bytes, status: int, fragment: str = "", closes: bool = True):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(data)
+            chunks = []
+            while True:
+                try:
+                    chunk = sock.recv(65536)
+                except socket.timeout:
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if closes is False:
+                    break
+        got, headers, body = split_response(b"".join(chunks))
+        self.assertEqual(got, status, body)
+        self.assertEqual(headers["content-type"], "application/json")
+        message = strict_loads(body[: int(headers["content-length"])])["message"]
+        self.assertIn(fragment, message)
+        if closes:
+            self.assertEqual(headers.get("connection"), "close")
+        self.step_witness()
+        return message
+
+    def test_bad_framing(self):
+        cases = [
+            (b"HELLO\r\n\r\n", 400, "request line"),
+            (b"GET /v1/envs/\r\n\r\n", 400, "HTTP/0.9"),
+            (b"GET /v1/envs/ HTTP/2.0\r\n\r\n", 400, "request line"),
+            (b"\x00\x01\x02 garbage \xff\r\n\r\n", 400, ""),
+            (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400, "Content-Length"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400, "Content-Length"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400, "Content-Length"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "Conflicting"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}", 400, "Transfer-Encoding"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "chunk"),
+            (b"GET /v1/envs/ HTTP/1.1\r\nBad Header Line\r\n\r\n", 400, "header"),
+            (b"GET /v1/envs/ HTTP/1.1\r\n folded: header\r\n\r\n", 400, "header"),
+        ]
+        for data, status, fragment in cases:
+            with self.subTest(data=data[:40]):
+                self.expect_4xx(data, status, fragment)
+
+    def test_sizes(self):
+        self.expect_4xx(b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\n\r\n", 414, "Request line")
+        self.expect_4xx(b"GET /v1/envs/ HTTP/1.1\r\nX-Big: " + b"b" * 10_000 + b"\r\n\r\n", 431, "header")
+        flood = b"".join(b"X-H%d: v\r\n" % i for i in range(200))
+        self.expect_4xx(b"GET /v1/envs/ HTTP/1.1\r\n" + flood + b"\r\n", 431, "headers")
+        # 413 comes before the body is read: no body is sent at all here.
+        self.expect_4xx(b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", 413, "--max-body")
+
+    def test_chunked_bodies_work(self):
+        iid = self.create()
+        body = b'{"action": 1}'
+        data = (f"POST /v1/envs/{iid}/step/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode()
+                + b"5\r\n" + body[:5] + b"\r\n" + b"%x\r\n" % (len(body) - 5) + body[5:] + b"\r\n0\r\n\r\n")
+        status, _, reply = split_response(raw_exchange(self.port, data))
+        self.assertEqual(status, 200, reply)
+        self.step_witness()
+
+    def test_bad_bodies(self):
+        iid = self.create()
+        path = f"/v1/envs/{iid}/step/"
+        cases = [
+            (b"[" * 100_000, "nested too deeply"),
+            (b'{"action": ' + b"[" * 5000 + b"]" * 5000 + b"}", ""),
+            (b"\xff\xfe\x00{", "UTF-8"),
+            (b'{"action": NaN}', "NaN"),
+            (b'{"action": Infinity}', "Infinity"),
+            (b'{"action": -Infinity}', "Infinity"),
+            (b'{"action": 1', "not valid JSON"),
+            (b'{"action": 1} trailing', "not valid JSON"),
+            (b"1" * 5000, "JSON"),
+        ]
+        for body, fragment in cases:
+            with self.subTest(body=body[:30]):
+                data = f"POST {path} HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+                self.expect_4xx(data, 400, fragment, closes=False)
+
+    def test_every_wrong_json_type_for_every_parameter(self):
+        iid = self.create()
+        self.monitor_dir = tempfile.mkdtemp(prefix="gymhttp-types-")
+        self.addCleanup(shutil.rmtree, self.monitor_dir, True)
+        wrong = {"string": "x", "fraction": 1.5, "integer": 3, "negative": -1, "boolean": True, "list": [1], "object": {"a": 1}}
+        params = {
+            "/v1/envs/": ({"env_id": "CartPole-v1"}, {
+                "env_id": {"string"}, "seed": {"integer"}, "kwargs": {"object"}, "num_envs": {"integer"},
+                "encoding": set(), "vectorization_mode": set(), "vector_kwargs": set()}),
+            f"/v1/envs/{iid}/reset/": ({}, {"seed": {"integer"}, "options": {"object"}}),
+            f"/v1/envs/{iid}/step/": ({"action": 0}, {"action": {"integer"}, "render": {"boolean"}}),
+            f"/v1/envs/{iid}/monitor/start/": ({"directory": self.monitor_dir}, {
+                "directory": {"string"}, "force": {"boolean"}, "resume": {"boolean"}, "video_callable": {"integer", "boolean"}}),
+            "/v1/upload/": ({"training_dir": "/tmp", "api_key": "k"}, {
+                "training_dir": {"string"}, "api_key": {"string"}, "algorithm_id": {"string"}}),
+        }
+        for path, (base, table) in params.items():
+            for name, valid_kinds in table.items():
+                for kind, value in wrong.items():
+                    if kind in valid_kinds:
+                        continue
+                    if name == "video_callable" and value is True:
+                        continue
+                    with self.subTest(path=path, param=name, kind=kind):
+                        status, resp, reply = self.post(path, {**base, name: value})
+                        self.assertEqual(status, 400, (name, value, reply))
+                        self.assertIn(name if name != "action" else "Action", reply["message"])
+                        self.assertNotIn("Traceback", reply["message"])
+                        self.post(f"/v1/envs/{iid}/monitor/close/")
+        self.step_witness()
+
+    def test_absurd_values(self):
+        huge = 10 ** 400
+        for body in ({"env_id": "CartPole-v1", "seed": huge}, {"env_id": "CartPole-v1", "num_envs": huge},
+                     {"env_id": "x" * 100_000}, {"env_id": "CartPole-v1", "kwargs": {"max_episode_steps": huge}}):
+            with self.subTest(body=str(body)[:60]):
+                status, _, reply = self.post("/v1/envs/", body)
+                self.assertIn(status, (200, 400), reply)
+                self.assertLess(len(reply.get("message", "")), 1500)
+        pid = self.create("Pendulum-v1")
+        self.assertError(self.post(f"/v1/envs/{pid}/step/", {"action": [huge]}), 400, "Action")
+        cid = self.create()
+        self.assertError(self.post(f"/v1/envs/{cid}/step/", {"action": huge}), 400, "Action")
+        self.assertError(self.post(f"/v1/envs/{cid}/reset/", {"seed": -(10 ** 30)}), 400, "seed")
+        self.assertEqual(self.post("/v1/envs/", b"{\"env_id\": \"CartPole-v1\", \"seed\": " + b"9" * 5000 + b"}")[0], 400)
+        self.step_witness()
+
+    def test_path_tricks_in_instance_ids(self):
+        for path in ("/v1/envs/..%2F..%2Fetc%2Fpasswd/reset/", "/v1/envs/%00/reset/", "/v1/envs/%2e%2e/reset/",
+                     "/v1/envs/" + "z" * 7000 + "/reset/", "/v1/envs/a%2Fb/reset/", "/v1/envs/%ZZ/reset/"):
+            with self.subTest(path=path[:50]):
+                message = self.assertError(self.post(path), 400, "unknown")
+                self.assertLess(len(message), 600)
+        for path in ("/v1/../v1/envs/", "/v1//envs/x/reset", "/v1/envs/x/reset/../../shutdown"):
+            with self.subTest(path=path):
+                self.assertIn(self.post(path)[0], (400, 404, 405))
+        self.assertServing()
+        self.step_witness()
+
+    def test_witness_after_everything(self):
+        for method in (self.test_bad_framing, self.test_sizes, self.test_bad_bodies, self.test_path_tricks_in_instance_ids):
+            method()
+        for _ in range(50):
+            self.step_witness()
+
+
+# ---------------------------------------------------------------------------
+# Concurrency under load
+# ---------------------------------------------------------------------------
+
+
+class TestConcurrencyReplays(ServerTestCase):
+    def test_eight_threads_on_eight_instances_match_local_replays(self):
+        results, errors = {}, []
+
+        def worker(k):
+            try:
+                with client.Client(self.base) as c:
+                    iid = c.env_create("CartPole-v1", seed=100 + k)
+                    trajectory = []
+                    for t in range(120):
+                        obs, reward, terminated, truncated, _ = c.step(iid, (t * (k + 1)) % 2)
+                        trajectory.append((obs, reward, terminated, truncated))
+                        if terminated or truncated:
+                            c.reset(iid, seed=t)
+                    results[k] = trajectory
+            except Exception as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        for k in range(8):
+            env = gymnasium.make("CartPole-v1")
+            env.reset(seed=100 + k)
+            for t, (obs, reward, terminated, truncated) in enumerate(results[k]):
+                l_obs, l_reward, l_term, l_trunc, _ = env.step((t * (k + 1)) % 2)
+                np.testing.assert_allclose(obs, l_obs, rtol=1e-6)
+                self.assertEqual((reward, terminated, truncated), (l_reward, l_term, l_trunc))
+                if l_term or l_trunc:
+                    env.reset(seed=t)
+
+    def test_300_idle_connections_do_not_block_a_request(self):
+        idle = []
+        try:
+            for _ in range(300):
+                idle.append(socket.create_connection(("127.0.0.1", self.port), timeout=5))
+            idle[0].sendall(b"GET /v1/envs/ HTTP/1.1\r\n")  # and one half-sent request
+            started = time.monotonic()
+            with client.Client(self.base, timeout=10) as c:
+                iid = c.env_create("CartPole-v1")
+                c.step(iid, 0)
+            self.assertLess(time.monotonic() - started, 3.0)
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+class TestSlowClients(ServerTestCase):
+    server_options = {"timeout": 0.5}
+
+    def test_a_trickling_request_is_dropped(self):
+        """Slowloris: a byte now and then resets a per-read timeout, but the
+        whole request must arrive within --timeout."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(b"GET /v1/envs/ HTTP/1.1\r\n")
+            started = time.monotonic()
+            closed = False
+            while time.monotonic() - started < 5:
+                try:
+                    sock.sendall(b"X: y\r\n")
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.1)
+                sock.setblocking(False)
+                try:
+                    if sock.recv(1) == b"":
+                        closed = True
+                        break
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed = True
+                    break
+                finally:
+                    sock.setblocking(True)
+            self.assertTrue(closed, "the trickling connection was never dropped")
+            self.assertLess(time.monotonic() - started, 3.0)
+        self.assertServing()
+
+    def test_idle_connection_is_closed(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            started = time.monotonic()
+            self.assertEqual(sock.recv(1), b"")
+            self.assertLess(time.monotonic() - started, 3.0)
+
+
+# ---------------------------------------------------------------------------
+# Limits, authentication, dangerous operations
+# ---------------------------------------------------------------------------
+
+
+class TestLimits(ServerTestCase):
+    server_options = {"max_envs": 2, "max_body": 2000}
+
+    def test_max_envs(self):
+        self.create()
+        self.create()
+        self.assertError(self.post("/v1/envs/", {"env_id": "CartPole-v1"}), 429, "--max-envs", "2")
+        self.assertEqual(len(self.client.env_list_all()), 2)
+        self.post(f"/v1/envs/{next(iter(self.client.env_list_all()))}/close/")
+        self.create()
+
+    def test_max_body(self):
+        status, resp, reply = self.post("/v1/envs/", {"env_id": "CartPole-v1", "pad": "x" * 3000})
+        self.assertError((status, resp, reply), 413, "--max-body", "2000")
+        self.assertEqual(self.post("/v1/envs/", {"env_id": "CartPole-v1", "pad": "x" * 1000})[0], 200)
+
+
+class TestDefaultLimits(ServerTestCase):
+    def test_default_body_limit_takes_a_1024_env_vector_step(self):
+        iid = self.create("Pendulum-v1", num_envs=1024, vectorization_mode="sync")
+        actions = np.random.default_rng(0).uniform(-2, 2, (1024, 1)).tolist()
+        body = json.dumps({"action": actions})
+        self.assertGreater(len(body), 20_000)
+        status, _, reply = self.post(f"/v1/envs/{iid}/step/", body)
+        self.assertEqual(status, 200, reply)
+        self.assertEqual(len(reply["reward"]), 1024)
+
+
+class TestAuth(ServerTestCase):
+    server_options = {"token": "s3cret-token"}
+
+    def test_requests_need_the_token(self):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"},
+                        {"Authorization": "Basic czNjcmV0LXRva2Vu"}, {"Authorization": "Bearer s3cret-token-and-more"}):
+            with self.subTest(headers=headers):
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                conn.request("GET", "/v1/envs/", headers=headers)
+                resp = conn.getresponse()
+                body = strict_loads(resp.read())
+                conn.close()
+                self.assertEqual(resp.status, 401)
+                self.assertIn("Bearer", body["message"])
+                self.assertNotIn("s3cret", body["message"])
+                self.assertEqual(resp.getheader("WWW-Authenticate"), 'Bearer realm="gymhttp"')
+        self.assertEqual(self.get("/v1/envs/")[0], 200)  # self.request sends the right token
+
+    def test_client_takes_the_token_or_the_environment(self):
+        with self.assertRaises(client.ServerError) as ctx:
+            with client.Client(self.base, token="") as c:
+                os.environ.pop("GYMHTTP_TOKEN", None)
+                c.env_list_all()
+        self.assertEqual(ctx.exception.status_code, 401)
+        with client.Client(self.base, token="s3cret-token") as c:
+            self.assertEqual(c.env_list_all(), {})
+        os.environ["GYMHTTP_TOKEN"] = "s3cret-token"
+        try:
+            with client.Client(self.base) as c:
+                self.assertEqual(c.env_list_all(), {})
+        finally:
+            del os.environ["GYMHTTP_TOKEN"]
+
+    def test_example_agent_takes_a_token(self):
+        out = subprocess.run([sys.executable, "example_agent.py", "--url", self.base, "--episodes", "1", "--token", "s3cret-token"],
+                             cwd=HERE, capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        out = subprocess.run([sys.executable, "example_agent.py", "--url", self.base, "--episodes", "1"],
+                             cwd=HERE, capture_output=True, text=True, timeout=60, env={k: v for k, v in os.environ.items() if k != "GYMHTTP_TOKEN"})
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("401", out.stderr)
+
+
+class FakeHandler:
+    """Just what dispatch() reads of a request, with a peer address of our choosing.
+    (Tests may only send traffic to loopback, so a remote peer is simulated here.)"""
+
+    def __init__(self, path, peer, headers=None):
+        self.command, self.path, self.client_address = "POST", path, (peer, 40000)
+        self.parsed_headers = headers or {}
+
+
+class TestShutdownRefusal(unittest.TestCase):
+    def make(self, **options):
+        server = gymhttp.make_server("127.0.0.1", 0, **options)
+        self.addCleanup(server.server_close)
+        return server
+
+    def test_remote_peers_cannot_shut_down(self):
+        server = self.make()
+        status, _, body, _ = server.dispatch(FakeHandler("/v1/shutdown/", "203.0.113.9"), b"")
+        self.assertEqual(status, 403)
+        self.assertIn("loopback", strict_loads(body)["message"])
+        self.assertFalse(server._shutdown_started.is_set())
+        status, _, body, _ = server.dispatch(FakeHandler("/v1/envs/", "203.0.113.9"), b"")
+        self.assertEqual(status, 400)  # other routes are served to remote peers: this one only lacks env_id
+        self.assertIn("env_id", strict_loads(body)["message"])
+
+    def test_remote_peers_with_the_token_can(self):
+        server = self.make(token="tok")
+        status, _, _, _ = server.dispatch(FakeHandler("/v1/shutdown", "203.0.113.9", {"authorization": "Bearer tok"}), b"")
+        self.assertEqual(status, 200)
+        self.assertTrue(server._shutdown_started.is_set())
+
+    def test_loopback_peers_can(self):
+        for peer in ("127.0.0.1", "::1"):
+            server = self.make()
+            self.assertEqual(server.dispatch(FakeHandler("/v1/shutdown/", peer), b"")[0], 200)
+
+
+class TestModuleIds(ServerTestCase):
+    def test_module_ids_need_import(self):
+        sys.modules.pop("this", None)
+        message = self.assertError(self.post("/v1/envs/", {"env_id": "this:CartPole-v1"}), 400, "--import this")
+        self.assertNotIn("this", sys.modules)  # it was not imported
+        self.assertIn("would import", message)
+
+
+class TestMonitorRoot(ServerTestCase):
+    def setUp(self):
+        self.root = os.path.realpath(tempfile.mkdtemp(prefix="gymhttp-root-"))
+        self.outside = os.path.realpath(tempfile.mkdtemp(prefix="gymhttp-outside-"))
+        self.server_options = {"monitor_root": self.root}
+        super().setUp()
+
+    def tearDown(self):
+        super().tearDown()
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.outside, ignore_errors=True)
+
+    def test_confined(self):
+        iid = self.create()
+        start, close = f"/v1/envs/{iid}/monitor/start/", f"/v1/envs/{iid}/monitor/close/"
+        self.assertEqual(self.post(start, {"directory": "run1"})[0], 204)
+        self.post(close)
+        self.assertTrue(any(f.startswith("openaigym.") for f in os.listdir(os.path.join(self.root, "run1"))))
+        self.assertEqual(self.post(start, {"directory": os.path.join(self.root, "run2")})[0], 204)
+        self.post(close)
+        os.symlink(self.outside, os.path.join(self.root, "sneaky"))
+        for directory in ("../escape", self.outside, "run1/../../escape", "sneaky", "sneaky/deeper", "/etc"):
+            with self.subTest(directory=directory):
+                self.assertError(self.post(start, {"directory": directory}), 400, "outside the monitor root")
+        self.assertEqual(os.listdir(self.outside), [])
+
+
+class TestNonLoopbackDefaults(unittest.TestCase):
+    def test_monitor_directories_stay_under_the_working_directory(self):
+        server = gymhttp.make_server("0.0.0.0", 0)
+        self.addCleanup(server.server_close)
+        self.assertFalse(server.loopback)
+        with tempfile.TemporaryDirectory() as d:
+            with self.assertRaises(gymhttp.HTTPError) as ctx:
+                server.monitor_directory(d)
+            self.assertIn("outside", ctx.exception.message)
+        self.assertEqual(server.monitor_directory("runs/x"), os.path.join(os.path.realpath(os.getcwd()), "runs", "x"))
+        loop = gymhttp.make_server("127.0.0.1", 0)
+        self.addCleanup(loop.server_close)
+        with tempfile.TemporaryDirectory() as d:
+            self.assertEqual(loop.monitor_directory(d), d)  # the original's behaviour, on loopback
+
+    def test_warning_without_token(self):
+        proc = subprocess.Popen([sys.executable, "gymhttp.py", "-l", "0.0.0.0", "-p", "0"], cwd=HERE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = wait_for_line(proc)
+            port = int(line.split(":")[2].split("/")[0])
+            with client.Client(f"http://127.0.0.1:{port}") as c:
+                c.shutdown_server()
+            self.assertEqual(proc.wait(20), 0)
+            err = proc.stderr.read()
+            self.assertIn("WARNING", err)
+            self.assertIn("token", err)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+            proc.stderr.close()
+
+
+class TestIdleReaping(ServerTestCase):
+    server_options = {"idle_timeout": 0.4}
+
+    def test_idle_instances_are_closed_and_monitors_flushed(self):
+        with tempfile.TemporaryDirectory() as d:
+            iid = self.client.env_create("CartPole-v1", seed=0)
+            busy = self.client.env_create("CartPole-v1")
+            self.client.env_monitor_start(iid, d)
+            self.client.reset(iid)
+            length = 0
+            while True:
+                length += 1
+                if self.client.step(iid, 0)[2]:
+                    break
+            deadline = time.monotonic() + 5
+            while iid in self.client.env_list_all() and time.monotonic() < deadline:
+                self.client.step(busy, 0)  # this one stays in use
+                time.sleep(0.1)
+            listed = self.client.env_list_all()
+            self.assertNotIn(iid, listed)
+            self.assertIn(busy, listed)
+            stats = [f for f in os.listdir(d) if f.endswith(".stats.json")]
+            with open(os.path.join(d, stats[0])) as f:
+                self.assertEqual(json.load(f)["episode_lengths"], [length])
+
+
+# ---------------------------------------------------------------------------
+# Signals, logging, env failures (a real server process)
+# ---------------------------------------------------------------------------
+
+ENV_MODULE = '''
+import time, gymnasium
+from gymnasium import spaces
+
+class Slow(gymnasium.Env):
+    observation_space = spaces.Discrete(2)
+    action_space = spaces.Discrete(10)  # action k sleeps 0.8 k seconds
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return 0, {}
+    def step(self, action):
+        time.sleep(float(action) * 0.8)
+        return 0, 1.0, True, False, {}
+
+class Exploding(Slow):
+    def step(self, action):
+        raise RuntimeError("kaboom in the env")
+
+gymnasium.register("Proc/Slow-v0", entry_point=Slow, disable_env_checker=True)
+gymnasium.register("Proc/Exploding-v0", entry_point=Exploding, disable_env_checker=True)
+'''
+
+
+class TestServerProcess(unittest.TestCase):
+    def start(self, *args):
+        self.tmp = tempfile.mkdtemp(prefix="gymhttp-proc-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        with open(os.path.join(self.tmp, "proc_envs.py"), "w") as f:
+            f.write(ENV_MODULE)
+        env = dict(os.environ, PYTHONPATH=self.tmp)
+        env.pop("GYMHTTP_TOKEN", None)
+        proc = subprocess.Popen([sys.executable, "gymhttp.py", "-p", "0", "--import", "proc_envs", *args], cwd=HERE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.addCleanup(lambda: (proc.poll() is None and proc.kill(), proc.wait(10), proc.stdout.close(), proc.stderr.close()))
+        line = wait_for_line(proc)
+        return proc, line.split(" serving on ")[1].split()[0].rstrip("/")
+
+    def signal_stops_cleanly(self, signum):
+        proc, url = self.start()
+        monitor = os.path.join(self.tmp, "mon")
+        c = client.Client(url)
+        slow = c.env_create("Proc/Slow-v0")
+        c.env_monitor_start(slow, monitor)
+        c.step(slow, 0)  # one quick episode
+        reply = {}
+
+        def in_flight():
+            with client.Client(url) as other:
+                reply["step"] = other.step(slow, 1)  # takes 0.8 s
+
+        thread = threading.Thread(target=in_flight)
+        thread.start()
+        time.sleep(0.3)
+        proc.send_signal(signum)
+        thread.join(10)
+        self.assertEqual(proc.wait(20), 0)
+        self.assertEqual(reply["step"][1], 1.0)  # the in-flight step finished and was answered
+        stats = [f for f in os.listdir(monitor) if f.endswith(".stats.json")]
+        with open(os.path.join(monitor, stats[0])) as f:
+            self.assertEqual(json.load(f)["episode_lengths"], [1, 1])  # both episodes, flushed at exit
+        c.close()
+
+    def test_sigterm(self):
+        self.signal_stops_cleanly(signal.SIGTERM)
+
+    def test_sigint(self):
+        self.signal_stops_cleanly(signal.SIGINT)
+
+    def test_second_ctrl_c_exits_at_once(self):
+        proc, url = self.start()
+        c = client.Client(url)
+        self.addCleanup(c.close)
+        slow = c.env_create("Proc/Slow-v0")
+        thread = threading.Thread(target=lambda: self.assertRaises(Exception, c.step, slow, 9), daemon=True)
+        thread.start()  # a 7 s step: the first Ctrl-C waits for it, the second doesn't
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        self.assertNotEqual(proc.wait(10), 0)
+        self.assertLess(time.monotonic() - started, 3)
+
+    def test_request_log_env_tracebacks_and_no_secrets(self):
+        proc, url = self.start("--log-level", "info", "--token", "hush-hush-123")
+        with client.Client(url, token="hush-hush-123") as c:
+            boom = c.env_create("Proc/Exploding-v0")
+            with self.assertRaises(client.ServerError) as ctx:
+                c.step(boom, 0)
+            self.assertEqual(ctx.exception.status_code, 500)
+            self.assertIn("kaboom in the env", ctx.exception.message)
+            self.assertEqual(c.env_list_all(), {boom: "Proc/Exploding-v0"})
+        with client.Client(url, token="wrong-guess-456") as bad:
+            self.assertRaises(client.ServerError, bad.env_list_all)
+        with client.Client(url, token="hush-hush-123") as c:
+            c.shutdown_server()
+        self.assertEqual(proc.wait(20), 0)
+        err = proc.stderr.read()
+        self.assertRegex(err, r"POST /v1/envs/ 200 \d+\.\dms")
+        self.assertRegex(err, r"GET /v1/envs/ 401 \d+\.\dms")
+        self.assertIn("Traceback", err)
+        self.assertIn("RuntimeError: kaboom in the env", err)
+        self.assertNotIn("hush-hush-123", err)
+        self.assertNotIn("wrong-guess-456", err)
+
+    def test_quiet_by_default(self):
+        proc, url = self.start()
+        with client.Client(url) as c:
+            c.env_list_all()
+            c.shutdown_server()
+        self.assertEqual(proc.wait(20), 0)
+        self.assertEqual(proc.stderr.read(), "")
