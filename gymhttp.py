@@ -32,14 +32,22 @@ import os
 import secrets
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
 import traceback
+import zlib
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
+
+# Envs that render use pygame: keep its greeting off stdout, and on a machine
+# with no display let SDL draw off-screen instead of complaining on stderr.
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 import gymnasium
 import numpy as np
@@ -66,6 +74,10 @@ INFINITY_BOUND = 1e100  # how infinite Box bounds travel, as the original did
 ID_LENGTH = 8
 RECENT_EPISODES = 100
 JSON_TYPE = "application/json"
+PNG_TYPE = "image/png"
+TEXT_TYPE = "text/plain; charset=utf-8"
+HTML_TYPE = "text/html; charset=utf-8"
+PUBLIC_PATHS = frozenset({"/", "/v1/openapi.json"})  # static documents, served without the token
 
 log = logging.getLogger("gymhttp")
 
@@ -348,6 +360,38 @@ def from_envelope(value: dict) -> np.ndarray:
 def is_envelope(value: Any) -> bool:
     """Whether a decoded JSON value is an array envelope."""
     return isinstance(value, dict) and ENVELOPE in value
+
+
+# -- frames --------------------------------------------------------------------
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def encode_png(frame: Any, level: int = 6) -> bytes:
+    """A PNG of an ``rgb_array`` frame (H x W x 3, or x 4, or H x W grey),
+    with zlib and struct only.  Floats are taken as 0..1 intensities."""
+    a = np.asarray(frame)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4) or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"a frame must be H x W x 3 (or x 4, or H x W), not of shape {a.shape}")
+    if a.dtype != np.uint8:
+        if a.dtype.kind == "f":
+            a = np.nan_to_num(a, nan=0.0) * 255.0
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    height, width, channels = a.shape
+    rows = np.empty((height, 1 + width * channels), dtype=np.uint8)
+    rows[:, 0] = 0  # filter type None on every row
+    rows[:, 1:] = a.reshape(height, width * channels)
+    header = struct.pack(">IIBBBBB", width, height, 8, {1: 0, 3: 2, 4: 6}[channels], 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), level))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 # -- describing spaces -------------------------------------------------------
@@ -1269,7 +1313,143 @@ def route_shutdown(server: GymHTTPServer, params: dict) -> Response:
     return Response(HTTPStatus.OK, encode_json({"message": "Server shutting down"}), headers={"Connection": "close"})
 
 
+# -- watching: details, frames, the registry ---------------------------------
+#
+# These read an instance without touching ``last_used``: a dashboard that
+# watches an instance must not keep --idle-timeout from reaping it.
+
+
+def _peek(server: GymHTTPServer, instance_id: str) -> Instance:
+    instance = server.envs.get(instance_id)
+    if instance.closed:
+        raise bad_request(f"Instance_id {instance.instance_id} unknown")
+    return instance
+
+
+def _metadata(env: Any) -> dict:
+    """The JSON-safe part of an env's metadata that clients act on."""
+    metadata = getattr(env, "metadata", None) or {}
+    out = {"render_modes": [str(m) for m in metadata.get("render_modes", [])]}
+    if metadata.get("render_fps") is not None:
+        out["render_fps"] = sanitize(metadata["render_fps"])
+    if "autoreset_mode" in metadata:
+        mode = metadata["autoreset_mode"]
+        out["autoreset_mode"] = str(getattr(mode, "value", mode))
+    return out
+
+
+def _spec(spec: Any) -> dict | None:
+    """Spec basics of a registered env (or of an instance's env)."""
+    if spec is None:
+        return None
+    entry = spec.entry_point
+    if callable(entry):
+        entry = f"{getattr(entry, '__module__', '?')}:{getattr(entry, '__qualname__', repr(entry))}"
+    return {
+        "id": spec.id,
+        "entry_point": entry,
+        "max_episode_steps": spec.max_episode_steps,
+        "reward_threshold": sanitize(spec.reward_threshold),
+        "nondeterministic": bool(spec.nondeterministic),
+        "vector_entry_point": spec.vector_entry_point is not None,
+    }
+
+
+def route_details(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
+    instance = _peek(server, instance_id)
+    recent = instance.recent.copy()  # one C call: safe against a concurrent append
+    episodes = [{"return": sanitize(r), "length": n, "ended": t} for r, n, t in recent]
+    monitor = instance.monitor
+    return {
+        "instance_id": instance.instance_id,
+        "env_id": instance.env_id,
+        "num_envs": instance.num_envs,
+        "encoding": instance.encoding,
+        "render_mode": instance.env.render_mode,
+        "metadata": _metadata(instance.env),
+        "spec": _spec(getattr(instance.env, "spec", None)),
+        "created": instance.created,
+        "last_activity": instance.last_used,
+        "steps": instance.steps,
+        "env_steps": instance.steps * instance.num_envs,
+        "episodes": instance.episodes,
+        "last_return": episodes[-1]["return"] if episodes else None,
+        "recent_episodes": episodes,
+        "needs_reset": instance.needs_reset,
+        "broken": instance.broken,
+        "monitor": monitor.directory if monitor is not None else None,
+        "now": time.time(),
+    }
+
+
+def route_registry(server: GymHTTPServer, params: dict) -> dict:
+    return {"envs": [_spec(spec) for _, spec in sorted(gymnasium.registry.items())]}
+
+
+def _index_param(params: dict, instance: Instance) -> int | None:
+    index = params.get("index")
+    if index is None:
+        if instance.vector:
+            raise bad_request(
+                f"Instance {instance.instance_id} is a vector of {instance.num_envs} envs; "
+                f"pick one with ?index=k (0 to {instance.num_envs - 1})"
+            )
+        return None
+    if not instance.vector:
+        raise bad_request("Parameter 'index' is for vector instances (num_envs > 1); this one has one env: drop it")
+    try:
+        k = int(index)
+    except (TypeError, ValueError):
+        k = -1
+    if not 0 <= k < instance.num_envs:
+        raise bad_request(f"Parameter 'index' must be an integer from 0 to {instance.num_envs - 1}, not {short(index)}")
+    return k
+
+
+def route_render(server: GymHTTPServer, params: dict, instance_id: str) -> Response:
+    instance = _peek(server, instance_id)
+    mode = instance.env.render_mode
+    if mode not in ("rgb_array", "ansi"):
+        how = 'create the instance with "kwargs": {"render_mode": "rgb_array"} (or "ansi" for text envs that offer it)'
+        if mode is None:
+            raise bad_request(f"Instance {instance_id} was made without a render mode, so there is nothing to show; {how}")
+        raise bad_request(f"Instance {instance_id} renders in mode {mode!r}, which cannot be sent; {how}")
+    index = _index_param(params, instance)
+    with instance.lock:
+        _live(instance)
+        if instance.needs_reset:
+            raise HTTPError(HTTPStatus.CONFLICT, f"Instance {instance_id} has not been reset yet; reset or step it, then render")
+        env = instance.env
+        if index is None:
+            frame = env.render()
+        elif hasattr(env, "envs"):  # SyncVectorEnv: render just the one asked for
+            frame = env.envs[index].render()
+        else:
+            frame = env.render()[index]
+        if isinstance(frame, np.ndarray):
+            frame = frame.copy()  # the env may draw into it again once we let go
+    if mode == "ansi":
+        return Response(HTTPStatus.OK, str(frame).encode("utf-8"), TEXT_TYPE)
+    if frame is None:
+        raise HTTPError(HTTPStatus.CONFLICT, f"Instance {instance_id} has no frame to show yet; reset or step it, then render")
+    try:
+        return Response(HTTPStatus.OK, encode_png(frame), PNG_TYPE, {"Cache-Control": "no-store"})
+    except ValueError as exc:
+        raise HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, f"The env's rgb_array frame cannot be shown: {exc}")
+
+
+def route_openapi(server: GymHTTPServer, params: dict) -> Response:
+    return Response(HTTPStatus.OK, openapi_json(), JSON_TYPE)
+
+
+def route_dashboard(server: GymHTTPServer, params: dict) -> Response:
+    return Response(HTTPStatus.OK, DASHBOARD_HTML.encode("utf-8"), HTML_TYPE, {"Content-Security-Policy": DASHBOARD_CSP})
+
+
 ROUTES: list[tuple[str, str, Callable]] = [
+    ("GET", "/", route_dashboard),
+    ("GET", "/v1/openapi.json", route_openapi),
+    ("GET", "/v1/registry", route_registry),
     ("GET", "/v1/envs", route_list),
     ("POST", "/v1/envs", route_create),
     ("POST", "/v1/envs/{instance_id}/reset", route_reset),
@@ -1282,6 +1462,8 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/v1/envs/{instance_id}/monitor/start", route_monitor_start),
     ("POST", "/v1/envs/{instance_id}/monitor/close", route_monitor_close),
     ("POST", "/v1/envs/{instance_id}/close", route_close),
+    ("GET", "/v1/envs/{instance_id}", route_details),
+    ("GET", "/v1/envs/{instance_id}/render", route_render),
     ("POST", "/v1/upload", route_upload),
     ("POST", "/v1/shutdown", route_shutdown),
 ]
@@ -1360,6 +1542,242 @@ class Router:
 
 
 ROUTER = Router(ROUTES)
+
+
+# -- the OpenAPI document -------------------------------------------------------
+#
+# Written by hand per route, keyed like ROUTES; a test checks that the two list
+# the same routes, so the contract cannot drift from the code.
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(required: tuple = (), **properties: Any) -> dict:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+_SEED = {"type": ["integer", "null"], "minimum": 0, "description": "0 is a seed; null or absent means none"}
+_BATCH_BOOL = {"oneOf": [{"type": "boolean"}, {"type": "array", "items": {"type": "boolean"}}, _ref("ArrayEnvelope")]}
+
+OPENAPI_SCHEMAS: dict[str, dict] = {
+    "Error": _object(("message",), message={"type": "string", "description": "What was wrong and what to do"}),
+    "ArrayEnvelope": {
+        "description": 'A numpy array in base64, sent by instances created with "encoding": "base64" (and accepted as an action)',
+        **_object(
+            ("__ndarray__", "dtype", "shape"),
+            __ndarray__={"type": "string", "contentEncoding": "base64", "description": "C-order little-endian bytes"},
+            dtype={"type": "string", "enum": sorted(ENVELOPE_DTYPES)},
+            shape={"type": "array", "items": {"type": "integer", "minimum": 0}},
+        ),
+    },
+    "Value": {
+        "description": "A value of a space: a number (Discrete), nested lists (Box, MultiDiscrete, MultiBinary), "
+        "a list (Tuple), an object (Dict), a string (Text), or an ArrayEnvelope; non-finite floats are the "
+        'strings "NaN", "Infinity", "-Infinity"',
+    },
+    "Space": {
+        "description": "A space, described so that it can be rebuilt; Box infinities are +-1e100",
+        **_object(
+            ("name",),
+            name={"type": "string", "examples": ["Discrete", "Box", "MultiDiscrete", "MultiBinary", "Tuple", "Dict", "Text"]},
+            n={"oneOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]},
+            start={"oneOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]},
+            shape={"type": "array", "items": {"type": "integer"}},
+            dtype={"type": "string"},
+            low={"type": "array", "items": {"type": "number"}, "description": "flattened, C order"},
+            high={"type": "array", "items": {"type": "number"}, "description": "flattened, C order"},
+            nvec={"type": "array"},
+            spaces={"oneOf": [{"type": "array", "items": _ref("Space")}, {"type": "object", "additionalProperties": _ref("Space")}]},
+            min_length={"type": "integer"},
+            max_length={"type": "integer"},
+            charset={"type": "string"},
+            feature_space=_ref("Space"),
+            stack={"type": "boolean"},
+            node_space=_ref("Space"),
+            edge_space={"oneOf": [_ref("Space"), {"type": "null"}]},
+        ),
+    },
+    "SpaceInfo": _object(("info",), info=_ref("Space"), single_info={**_ref("Space"), "description": "vector instances: one sub-env's space"}),
+    "CreateRequest": _object(
+        ("env_id",),
+        env_id={"type": "string", "examples": ["CartPole-v1"]},
+        seed={**_SEED, "description": "seeds the first reset"},
+        kwargs={"type": "object", "description": "keyword arguments for gymnasium.make, e.g. render_mode, max_episode_steps"},
+        num_envs={"type": "integer", "minimum": 1, "maximum": MAX_NUM_ENVS, "default": 1},
+        encoding={"type": "string", "enum": ["list", "base64"], "default": "list"},
+        vectorization_mode={"type": "string", "enum": ["sync", "async", "vector_entry_point"]},
+        vector_kwargs={"type": "object", "description": 'e.g. {"autoreset_mode": "SameStep"}'},
+    ),
+    "ResetRequest": {
+        "description": "An empty body, {} and null all mean no parameters",
+        **_object(
+            seed={"oneOf": [_SEED, {"type": "array", "items": {"type": "integer", "minimum": 0}, "description": "vector: one per sub-env"}]},
+            options={"type": ["object", "null"], "description": "env reset options; vector: reset_mask as a list of booleans"},
+        ),
+    },
+    "ResetResponse": _object(("observation", "info"), observation=_ref("Value"), info={"type": "object"}),
+    "StepRequest": _object(
+        ("action",),
+        action={**_ref("Value"), "description": "an action; vector instances: a batch, one per sub-env"},
+        render={"type": "boolean", "default": False},
+    ),
+    "StepResponse": _object(
+        ("observation", "reward", "done", "terminated", "truncated", "info"),
+        observation=_ref("Value"),
+        reward={"oneOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}, _ref("ArrayEnvelope")]},
+        done={**_BATCH_BOOL, "description": "terminated or truncated"},
+        terminated=_BATCH_BOOL,
+        truncated=_BATCH_BOOL,
+        info={"type": "object"},
+    ),
+    "MonitorStartRequest": _object(
+        ("directory",),
+        directory={"type": "string"},
+        force={"type": "boolean", "default": False},
+        resume={"type": "boolean", "default": False},
+        video_callable={"oneOf": [{"type": "boolean"}, {"type": "integer", "minimum": 1}], "default": False},
+    ),
+    "UploadRequest": _object(("training_dir", "api_key"), training_dir={"type": "string"}, api_key={"type": "string"},
+                             algorithm_id={"type": ["string", "null"]}),
+    "Episode": _object(("return", "length", "ended"), **{"return": {"type": "number"}, "length": {"type": "integer"},
+                                                         "ended": {"type": "number", "description": "Unix time"}}),
+    "Spec": _object(
+        ("id",), id={"type": "string"}, entry_point={"type": "string"}, max_episode_steps={"type": ["integer", "null"]},
+        reward_threshold={"type": ["number", "null"]}, nondeterministic={"type": "boolean"}, vector_entry_point={"type": "boolean"},
+    ),
+    "InstanceDetails": _object(
+        ("instance_id", "env_id", "num_envs", "created", "last_activity", "steps", "episodes", "recent_episodes"),
+        instance_id={"type": "string"}, env_id={"type": "string"}, num_envs={"type": "integer"},
+        encoding={"type": "string", "enum": ["list", "base64"]}, render_mode={"type": ["string", "null"]},
+        metadata=_object(render_modes={"type": "array", "items": {"type": "string"}}, render_fps={"type": "number"},
+                         autoreset_mode={"type": "string"}),
+        spec={"oneOf": [_ref("Spec"), {"type": "null"}]},
+        created={"type": "number", "description": "Unix time"},
+        last_activity={"type": "number", "description": "Unix time of the last call that used the instance"},
+        steps={"type": "integer", "description": "step calls (a vector step counts once)"},
+        env_steps={"type": "integer", "description": "steps x num_envs"},
+        episodes={"type": "integer"}, last_return={"type": ["number", "null"]},
+        recent_episodes={"type": "array", "items": _ref("Episode"), "description": f"the last {RECENT_EPISODES}, oldest first"},
+        needs_reset={"type": "boolean"}, broken={"type": ["string", "null"]}, monitor={"type": ["string", "null"]},
+        now={"type": "number", "description": "the server's clock (Unix time), to compare the times above with"},
+    ),
+}
+
+
+def _json_body(schema: str | dict) -> dict:
+    return {"content": {JSON_TYPE: {"schema": _ref(schema) if isinstance(schema, str) else schema}}}
+
+
+def _operation(op_id: str, summary: str, *, request: str | None = None, reply: str | dict | None = None,
+               status: str = "200", params: tuple = (), content: dict | None = None) -> dict:
+    operation: dict[str, Any] = {"operationId": op_id, "summary": summary}
+    if params:
+        operation["parameters"] = list(params)
+    if request is not None:
+        operation["requestBody"] = {"required": False, **_json_body(request)}
+    if content is not None:
+        ok = {"description": "OK", "content": content}
+    elif reply is None:
+        ok = {"description": "Done (no body)"}
+    else:
+        ok = {"description": "OK", **_json_body(reply)}
+    operation["responses"] = {
+        status: ok,
+        "4XX": {"description": "A bad request; the message says what to fix", **_json_body("Error")},
+        "5XX": {"description": "The environment or the server failed", **_json_body("Error")},
+    }
+    return operation
+
+
+_INSTANCE = {"name": "instance_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_MESSAGE = _object(("message",), message={"type": "string"})
+
+API_DOCS: dict[tuple[str, str], dict] = {
+    ("GET", "/"): _operation("dashboard", "The dashboard: a live HTML page of the instances", content={"text/html": {"schema": {"type": "string"}}}),
+    ("GET", "/v1/openapi.json"): _operation("openapi", "This document", reply={"type": "object"}),
+    ("GET", "/v1/registry"): _operation("registry", "Env ids that can be made, with their spec basics",
+                                         reply=_object(("envs",), envs={"type": "array", "items": _ref("Spec")})),
+    ("GET", "/v1/envs"): _operation("env_list_all", "Every instance: {instance_id: env_id}",
+                                     reply=_object(("all_envs",), all_envs={"type": "object", "additionalProperties": {"type": "string"}})),
+    ("POST", "/v1/envs"): _operation("env_create", "Create an instance (gymnasium.make, or make_vec when num_envs > 1)",
+                                      request="CreateRequest", reply=_object(("instance_id",), instance_id={"type": "string"})),
+    ("GET", "/v1/envs/{instance_id}"): _operation("env_details", "An instance's details and recent episodes",
+                                                   reply="InstanceDetails", params=(_INSTANCE,)),
+    ("POST", "/v1/envs/{instance_id}/reset"): _operation("env_reset", "Reset", request="ResetRequest", reply="ResetResponse",
+                                                         params=(_INSTANCE,)),
+    ("POST", "/v1/envs/{instance_id}/step"): _operation("env_step", "Step (a step before any reset resets first)",
+                                                        request="StepRequest", reply="StepResponse", params=(_INSTANCE,)),
+    ("GET", "/v1/envs/{instance_id}/action_space"): _operation("env_action_space_info", "Describe the action space",
+                                                               reply="SpaceInfo", params=(_INSTANCE,)),
+    ("GET", "/v1/envs/{instance_id}/action_space/sample"): _operation(
+        "env_action_space_sample", "A random action", reply=_object(("action",), action=_ref("Value")), params=(_INSTANCE,)),
+    ("GET", "/v1/envs/{instance_id}/action_space/contains/{x}"): _operation(
+        "env_action_space_contains", "Whether x (JSON, percent-encoded) is an action",
+        reply=_object(("member",), member={"type": "boolean"}),
+        params=(_INSTANCE, {"name": "x", "in": "path", "required": True, "schema": {"type": "string"},
+                            "description": "the action as JSON text, e.g. 1 or %5B0.5%5D"})),
+    ("GET", "/v1/envs/{instance_id}/observation_space"): _operation("env_observation_space_info", "Describe the observation space",
+                                                                    reply="SpaceInfo", params=(_INSTANCE,)),
+    ("POST", "/v1/envs/{instance_id}/observation_space/contains"): _operation(
+        "env_observation_space_contains", "Whether every given field equals the observation space's description",
+        request={"type": "object", "additionalProperties": True}, reply=_object(("member",), member={"type": "boolean"}),
+        params=(_INSTANCE,)),
+    ("POST", "/v1/envs/{instance_id}/monitor/start"): _operation(
+        "env_monitor_start", "Record episode statistics (and videos) into a directory on the server",
+        request="MonitorStartRequest", status="204", params=(_INSTANCE,)),
+    ("POST", "/v1/envs/{instance_id}/monitor/close"): _operation("env_monitor_close", "Flush and stop the monitor",
+                                                                 status="204", params=(_INSTANCE,)),
+    ("POST", "/v1/envs/{instance_id}/close"): _operation("env_close", "Close and forget the instance", status="204",
+                                                         params=(_INSTANCE,)),
+    ("GET", "/v1/envs/{instance_id}/render"): _operation(
+        "env_render", "The current frame: PNG for render_mode rgb_array, text for ansi",
+        content={PNG_TYPE: {"schema": {"type": "string", "contentMediaType": PNG_TYPE}},
+                 "text/plain": {"schema": {"type": "string"}}},
+        params=(_INSTANCE, {"name": "index", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
+                            "description": "vector instances (required there): which sub-env"})),
+    ("POST", "/v1/upload"): _operation("upload", "The old scoreboard upload: always 410 Gone after validating",
+                                       request="UploadRequest", status="410", reply=_MESSAGE),
+    ("POST", "/v1/shutdown"): _operation("shutdown_server", "Stop the server (loopback, or with the token)", reply=_MESSAGE),
+}
+
+_OPENAPI_JSON: bytes | None = None
+
+
+def openapi_document() -> dict:
+    """The OpenAPI 3.1 description of this server's HTTP API."""
+    paths: dict[str, dict] = {}
+    for (method, pattern), operation in API_DOCS.items():
+        path = pattern if pattern == "/" or pattern.endswith((".json", "{x}")) else pattern + "/"
+        paths.setdefault(path, {})[method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "gymhttp",
+            "version": __version__,
+            "summary": "Gymnasium environments over HTTP/JSON: the v1 API of openai/gym-http-api",
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "servers": [{"url": "/"}],
+        "security": [{}, {"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": OPENAPI_SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "when the server runs with --token"}},
+        },
+    }
+
+
+def openapi_json() -> bytes:
+    """The document as JSON bytes, built once."""
+    global _OPENAPI_JSON
+    if _OPENAPI_JSON is None:
+        _OPENAPI_JSON = json.dumps(openapi_document(), indent=1).encode()
+    return _OPENAPI_JSON
 
 # ---------------------------------------------------------------------------
 # Request handler
@@ -1653,11 +2071,13 @@ class GymHTTPServer(ThreadingHTTPServer):
     def dispatch(self, handler: GymHTTPRequestHandler, body: bytes) -> tuple[HTTPStatus, dict, bytes, str]:
         """Route one request; returns (status, extra headers, body, content type)."""
         try:
-            path = handler.path.partition("?")[0]
+            path, _, query = handler.path.partition("?")
             if self.token is not None or path.startswith("/v1/shutdown"):
                 self.authorize(handler, path)
             route, args = self.router.match(handler.command, path)
             params = decode_json_body(body)
+            if query and handler.command in ("GET", "HEAD"):  # GET parameters come in the query
+                params = dict(parse_qsl(query, keep_blank_values=True))
             result = route(self, params, *args)
             if result is None:
                 return HTTPStatus.NO_CONTENT, {}, b"", JSON_TYPE
@@ -1688,7 +2108,7 @@ class GymHTTPServer(ThreadingHTTPServer):
         """Bearer token (constant-time), and shutdown only from loopback
         unless the token was presented."""
         presented = False
-        if self.token is not None:
+        if self.token is not None and "/" + path.strip("/") not in PUBLIC_PATHS:
             given = handler.parsed_headers.get("authorization", "")
             scheme, _, credential = given.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), self.token.encode()):
@@ -1916,6 +2336,366 @@ def main(argv: list[str] | None = None) -> int:
     run(server)
     return 0
 
+
+
+# ---------------------------------------------------------------------------
+# The dashboard page (GET /)
+# ---------------------------------------------------------------------------
+#
+# One self-contained page: inline CSS and JS, nothing fetched from elsewhere
+# (the Content-Security-Policy enforces it).  It polls GET /v1/envs/, the
+# details of each instance and their rendered frames.
+
+DASHBOARD_CSP = (
+    "default-src 'none'; connect-src 'self'; img-src 'self' blob: data:; "
+    "style-src 'unsafe-inline'; script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+)
+
+DASHBOARD_HTML = r'''<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>gymhttp dashboard</title>
+<style>
+:root {
+  --bg: #f5f6f8; --card: #ffffff; --ink: #1b2230; --muted: #6a7486; --line: #e2e6ed;
+  --accent: #2f6fed; --accent-soft: rgba(47, 111, 237, .18); --good: #1f9d55; --bad: #d64545;
+  --mono: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace;
+}
+@media (prefers-color-scheme: dark) {
+  :root { --bg: #0f1318; --card: #171c23; --ink: #e6e9ef; --muted: #8f99a8; --line: #29313c;
+          --accent: #6b9bff; --accent-soft: rgba(107, 155, 255, .22); }
+}
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; background: var(--bg); color: var(--ink); }
+header { display: flex; align-items: center; gap: 14px; padding: 12px 24px; background: var(--card);
+         border-bottom: 1px solid var(--line); position: sticky; top: 0; z-index: 2; }
+header h1 { font-size: 18px; margin: 0; }
+header .ver { color: var(--muted); font-size: 12px; }
+#status { margin-left: auto; display: flex; align-items: center; gap: 8px; color: var(--muted); font-size: 13px; min-width: 0; }
+#status span:last-child { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.dot { flex: none; width: 9px; height: 9px; border-radius: 50%; background: var(--muted); }
+.dot.ok { background: var(--good); } .dot.err { background: var(--bad); }
+#totals { display: flex; flex-wrap: wrap; gap: 32px; padding: 18px 24px 0; }
+.total b { display: block; font-size: 22px; font-variant-numeric: tabular-nums; }
+.total span, .stat span { color: var(--muted); font-size: 11px; text-transform: uppercase; letter-spacing: .5px; }
+#note { padding: 8px 24px 0; color: var(--muted); font-size: 12px; min-height: 1em; }
+main { padding: 12px 24px 32px; display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 16px; align-items: start; }
+.card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 14px 16px;
+        display: flex; flex-direction: column; gap: 12px; min-width: 0; }
+.card h2 { font-size: 15px; margin: 0; display: flex; align-items: center; gap: 8px; min-width: 0; }
+.card h2 .env { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.card h2 .id { font: 12px var(--mono); color: var(--muted); margin-left: auto; }
+.badge { flex: none; font-size: 11px; font-weight: 500; padding: 1px 8px; border-radius: 99px; background: var(--line); color: var(--muted); }
+.badge.bad { background: rgba(214, 69, 69, .14); color: var(--bad); }
+.badge[hidden] { display: none; }
+.stats { display: grid; grid-template-columns: repeat(4, minmax(0, 1fr)); gap: 6px; }
+.stat b { display: block; font-size: 17px; font-variant-numeric: tabular-nums; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.frame { aspect-ratio: 3 / 2; background: #0b0d10; border-radius: 6px; overflow: hidden; display: flex; align-items: center; justify-content: center; }
+.frame img { width: 100%; height: 100%; object-fit: contain; display: block; }
+.frame pre { margin: 0; color: #e6e9ef; font: 13px/1.25 var(--mono); padding: 10px; max-height: 100%; overflow: hidden; }
+.frame .none { color: #8f99a8; font-size: 12px; text-align: center; padding: 0 24px; }
+.hint { color: var(--muted); font-size: 12px; border: 1px dashed var(--line); border-radius: 6px; padding: 8px 10px; }
+.hint code, .empty code { font: 12px var(--mono); }
+.plotbox { position: relative; }
+.plotbox .label { color: var(--muted); font-size: 11px; text-transform: uppercase; letter-spacing: .5px; margin-bottom: 4px; display: flex; justify-content: space-between; }
+canvas.plot { width: 100%; height: 130px; display: block; }
+.foot { color: var(--muted); font-size: 12px; display: flex; justify-content: space-between; gap: 8px; }
+.empty { grid-column: 1 / -1; text-align: center; padding: 56px 16px; color: var(--muted); }
+.empty h2 { color: var(--ink); font-size: 18px; margin: 0 0 6px; }
+.empty pre { display: inline-block; text-align: left; margin-top: 14px; background: var(--card); border: 1px solid var(--line);
+             border-radius: 8px; padding: 12px 16px; font: 12.5px/1.5 var(--mono); color: var(--ink); white-space: pre-wrap; }
+#login { grid-column: 1 / -1; max-width: 420px; margin: 48px auto; background: var(--card); border: 1px solid var(--line);
+         border-radius: 10px; padding: 20px; display: flex; flex-direction: column; gap: 10px; }
+#login input { font: 14px var(--mono); padding: 8px 10px; border: 1px solid var(--line); border-radius: 6px; background: var(--bg); color: var(--ink); }
+#login button { font: inherit; padding: 8px; border: 0; border-radius: 6px; background: var(--accent); color: #fff; cursor: pointer; }
+</style>
+</head>
+<body>
+<header>
+  <h1>gymhttp</h1><span class="ver">v''' + __version__ + r'''</span>
+  <div id="status"><span class="dot" id="dot"></span><span id="status-text">Connecting…</span></div>
+</header>
+<section id="totals">
+  <div class="total"><b id="t-instances">–</b><span>instances</span></div>
+  <div class="total"><b id="t-steps">–</b><span>env steps</span></div>
+  <div class="total"><b id="t-episodes">–</b><span>episodes</span></div>
+</section>
+<div id="note"></div>
+<main id="grid"></main>
+<template id="card-template">
+  <article class="card">
+    <h2><span class="env"></span><span class="badge vec" hidden></span><span class="badge bad broken" hidden>broken</span><span class="id"></span></h2>
+    <div class="stats">
+      <div class="stat"><b class="steps">0</b><span>steps</span></div>
+      <div class="stat"><b class="episodes">0</b><span>episodes</span></div>
+      <div class="stat"><b class="last">–</b><span>last return</span></div>
+      <div class="stat"><b class="mean">–</b><span>mean (10)</span></div>
+    </div>
+    <div class="view"></div>
+    <div class="plotbox"><div class="label"><span>episode returns</span><span class="range"></span></div><canvas class="plot"></canvas></div>
+    <div class="foot"><span class="active"></span><span class="created"></span></div>
+  </article>
+</template>
+<script>
+"use strict";
+const MAX_CARDS = 48, POLL_MS = 1000, FRAME_MS = 200;
+const grid = document.getElementById("grid");
+const cards = new Map();  // instance_id -> card state
+let token = sessionStorage.getItem("gymhttp-token") || "";
+const hashToken = new URLSearchParams(location.hash.slice(1)).get("token");
+if (hashToken) {  // #token=... never reaches the server's logs; drop it from the address bar
+  token = hashToken;
+  sessionStorage.setItem("gymhttp-token", token);
+  history.replaceState(null, "", location.pathname);
+}
+
+class AuthError extends Error {}
+
+async function api(path, kind = "json") {
+  const headers = token ? { Authorization: "Bearer " + token } : {};
+  const reply = await fetch(path, { headers, cache: "no-store" });
+  if (reply.status === 401) throw new AuthError("token needed");
+  if (!reply.ok) {
+    let message = reply.status + " " + reply.statusText;
+    try { message = (await reply.json()).message; } catch (e) { /* not JSON */ }
+    const error = new Error(message);
+    error.status = reply.status;
+    throw error;
+  }
+  return kind === "json" ? reply.json() : kind === "blob" ? reply.blob() : reply.text();
+}
+
+const fmtInt = n => Number(n).toLocaleString("en-US");
+function fmtNum(x) {
+  if (x === null || x === undefined) return "–";
+  if (typeof x === "string") return x;  // "NaN", "Infinity"
+  const a = Math.abs(x);
+  return a >= 1000 ? fmtInt(Math.round(x)) : a >= 100 ? x.toFixed(1) : x.toFixed(2);
+}
+function ago(seconds) {
+  if (seconds < 1.5) return "just now";
+  if (seconds < 90) return Math.round(seconds) + " s ago";
+  if (seconds < 5400) return Math.round(seconds / 60) + " min ago";
+  if (seconds < 172800) return Math.round(seconds / 3600) + " h ago";
+  return Math.round(seconds / 86400) + " days ago";
+}
+
+function setStatus(kind, text) {
+  document.getElementById("dot").className = "dot " + kind;
+  document.getElementById("status-text").textContent = text;
+}
+
+function showEmpty() {
+  if (grid.querySelector(".empty")) return;
+  grid.replaceChildren();
+  const box = document.createElement("div");
+  box.className = "empty";
+  box.innerHTML = "<h2>No instances yet</h2><div>Create one and it appears here; add " +
+    "<code>\"kwargs\": {\"render_mode\": \"rgb_array\"}</code> to watch it play.</div><pre></pre>";
+  box.querySelector("pre").textContent =
+    "curl -X POST " + location.origin + "/v1/envs/ \\\n  -d '{\"env_id\": \"CartPole-v1\", \"kwargs\": {\"render_mode\": \"rgb_array\"}}'";
+  grid.append(box);
+}
+
+function showLogin() {
+  if (document.getElementById("login")) return;
+  cards.clear();
+  grid.replaceChildren();
+  const form = document.createElement("form");
+  form.id = "login";
+  form.innerHTML = "<strong>This server needs its token</strong><span class='hint'>It was started with <code>--token</code>. " +
+    "The token stays in this tab (session storage).</span><input type='password' autocomplete='off' placeholder='token'>" +
+    "<button type='submit'>Show the dashboard</button>";
+  form.addEventListener("submit", event => {
+    event.preventDefault();
+    token = form.querySelector("input").value.trim();
+    sessionStorage.setItem("gymhttp-token", token);
+    form.remove();
+    poll();
+  });
+  grid.append(form);
+}
+
+function makeCard(d) {
+  const el = document.getElementById("card-template").content.firstElementChild.cloneNode(true);
+  el.dataset.instance = d.instance_id;
+  el.querySelector(".env").textContent = d.env_id;
+  el.querySelector(".env").title = d.env_id;
+  el.querySelector(".id").textContent = d.instance_id;
+  if (d.num_envs > 1) {
+    const vec = el.querySelector(".vec");
+    vec.hidden = false;
+    vec.textContent = "×" + d.num_envs;
+  }
+  const view = el.querySelector(".view");
+  const card = { el, details: d, frameSteps: -1, frameBusy: false, frameUrl: null };
+  if (d.render_mode === "rgb_array" || d.render_mode === "ansi") {
+    view.className = "frame";
+    view.innerHTML = "<div class='none'>Waiting for the first frame…</div>";
+    card.view = view;
+  } else {
+    view.className = "hint";
+    view.innerHTML = "No live frame: made without <code>render_mode</code>. Create with " +
+      "<code>\"kwargs\": {\"render_mode\": \"rgb_array\"}</code> to watch it.";
+  }
+  return card;
+}
+
+function updateCard(card, d) {
+  card.details = d;
+  const el = card.el, q = s => el.querySelector(s);
+  q(".steps").textContent = fmtInt(d.env_steps);
+  q(".episodes").textContent = fmtInt(d.episodes);
+  q(".last").textContent = fmtNum(d.last_return);
+  const returns = d.recent_episodes.map(e => e.return).filter(r => typeof r === "number");
+  const tail = returns.slice(-10);
+  q(".mean").textContent = tail.length ? fmtNum(tail.reduce((a, b) => a + b, 0) / tail.length) : "–";
+  const broken = q(".broken");
+  broken.hidden = !d.broken;
+  broken.title = d.broken || "";
+  q(".active").textContent = "active " + ago(d.now - d.last_activity);
+  q(".created").textContent = "created " + new Date(d.created * 1000).toLocaleTimeString();
+  drawPlot(q("canvas"), returns, d.episodes, q(".range"));
+}
+
+function drawPlot(canvas, returns, episodes, range) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth, height = canvas.clientHeight;
+  if (canvas.width !== Math.round(width * ratio)) { canvas.width = Math.round(width * ratio); canvas.height = Math.round(height * ratio); }
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  canvas.dataset.points = returns.length;
+  const css = getComputedStyle(document.documentElement);
+  const muted = css.getPropertyValue("--muted").trim(), line = css.getPropertyValue("--line").trim();
+  const accent = css.getPropertyValue("--accent").trim(), soft = css.getPropertyValue("--accent-soft").trim();
+  ctx.font = "11px system-ui, sans-serif";
+  if (!returns.length) {
+    range.textContent = "";
+    ctx.fillStyle = muted;
+    ctx.textAlign = "center";
+    ctx.fillText("No finished episode yet", width / 2, height / 2);
+    return;
+  }
+  let lo = Math.min(...returns), hi = Math.max(...returns);
+  if (lo === hi) { lo -= 1; hi += 1; }
+  const left = 44, right = 6, top = 8, bottom = 18;
+  const first = episodes - returns.length + 1;
+  range.textContent = returns.length === 1 ? "episode " + fmtInt(first) : "episodes " + fmtInt(first) + "–" + fmtInt(episodes);
+  const x = i => left + (returns.length === 1 ? (width - left - right) / 2 : i * (width - left - right) / (returns.length - 1));
+  const y = v => top + (hi - v) * (height - top - bottom) / (hi - lo);
+  ctx.strokeStyle = line; ctx.lineWidth = 1; ctx.fillStyle = muted; ctx.textAlign = "right"; ctx.textBaseline = "middle";
+  for (const v of [hi, (hi + lo) / 2, lo]) {
+    ctx.beginPath(); ctx.moveTo(left, Math.round(y(v)) + .5); ctx.lineTo(width - right, Math.round(y(v)) + .5); ctx.stroke();
+    ctx.fillText(fmtNum(v), left - 6, y(v));
+  }
+  ctx.strokeStyle = soft; ctx.lineWidth = 1.5; ctx.beginPath();
+  returns.forEach((v, i) => i ? ctx.lineTo(x(i), y(v)) : ctx.moveTo(x(i), y(v)));
+  ctx.stroke();
+  ctx.fillStyle = soft;
+  if (returns.length <= 60) returns.forEach((v, i) => { ctx.beginPath(); ctx.arc(x(i), y(v), 2, 0, 2 * Math.PI); ctx.fill(); });
+  ctx.strokeStyle = accent; ctx.lineWidth = 2; ctx.beginPath();  // moving average over 10
+  let sum = 0;
+  returns.forEach((v, i) => {
+    sum += v - (i >= 10 ? returns[i - 10] : 0);
+    const mean = sum / Math.min(i + 1, 10);
+    i ? ctx.lineTo(x(i), y(mean)) : ctx.moveTo(x(i), y(mean));
+  });
+  ctx.stroke();
+}
+
+async function refreshFrame(card) {
+  const d = card.details;
+  const stepping = d.now - d.last_activity < 5;  // refresh while it steps, and once after it stops
+  if (!card.view || card.frameBusy || (!stepping && d.env_steps === card.frameSteps)) return;
+  card.frameBusy = true;
+  const steps = d.env_steps;
+  const path = "/v1/envs/" + encodeURIComponent(d.instance_id) + "/render/" + (d.num_envs > 1 ? "?index=0" : "");
+  try {
+    if (d.render_mode === "ansi") {
+      const text = await api(path, "text");
+      let pre = card.view.querySelector("pre");
+      if (!pre) { pre = document.createElement("pre"); card.view.replaceChildren(pre); }
+      pre.textContent = text.replace(/\x1b\[[0-9;]*m/g, "");
+    } else {
+      const blob = await api(path, "blob");
+      let img = card.view.querySelector("img");
+      if (!img) {
+        img = document.createElement("img");
+        img.alt = d.env_id + " frame";
+        img.onload = () => { img.dataset.loaded = img.naturalWidth + "x" + img.naturalHeight; };
+        card.view.replaceChildren(img);
+      }
+      const old = card.frameUrl;
+      card.frameUrl = URL.createObjectURL(blob);
+      img.src = card.frameUrl;
+      if (old) setTimeout(() => URL.revokeObjectURL(old), 1000);
+    }
+    card.frameSteps = steps;
+  } catch (e) {
+    if (e instanceof AuthError) return showLogin();
+    if (!card.view.querySelector("img, pre")) {
+      card.view.innerHTML = "<div class='none'></div>";
+      card.view.firstChild.textContent = e.status === 409 ? "Waiting for the first reset…" : e.message;
+    }
+    card.frameSteps = steps;  // don't hammer a failing render; retry on the next step
+  } finally {
+    card.frameBusy = false;
+  }
+}
+
+async function poll() {
+  let ok = false;
+  try {
+    const list = await api("/v1/envs/");
+    const ids = Object.keys(list.all_envs);
+    const shown = ids.slice(0, MAX_CARDS);
+    const details = (await Promise.all(shown.map(id =>
+      api("/v1/envs/" + encodeURIComponent(id) + "/").catch(e => { if (e instanceof AuthError) throw e; return null; })))).filter(Boolean);
+    details.sort((a, b) => a.created - b.created || (a.instance_id < b.instance_id ? -1 : 1));
+    const seen = new Set();
+    let steps = 0, episodes = 0;
+    for (const d of details) {
+      seen.add(d.instance_id);
+      steps += d.env_steps; episodes += d.episodes;
+      let card = cards.get(d.instance_id);
+      if (!card) { card = makeCard(d); cards.set(d.instance_id, card); }
+      updateCard(card, d);
+    }
+    for (const [id, card] of cards) {
+      if (!seen.has(id)) { if (card.frameUrl) URL.revokeObjectURL(card.frameUrl); card.el.remove(); cards.delete(id); }
+    }
+    if (!details.length) showEmpty();
+    else {
+      grid.querySelector(".empty")?.remove();
+      details.forEach((d, i) => { const el = cards.get(d.instance_id).el; if (grid.children[i] !== el) grid.insertBefore(el, grid.children[i] || null); });
+    }
+    document.getElementById("t-instances").textContent = fmtInt(ids.length);
+    document.getElementById("t-steps").textContent = fmtInt(steps);
+    document.getElementById("t-episodes").textContent = fmtInt(episodes);
+    document.getElementById("note").textContent = ids.length > MAX_CARDS ? "Showing the first " + MAX_CARDS + " of " + ids.length + " instances." : "";
+    setStatus("ok", "Live · updated " + new Date().toLocaleTimeString());
+    ok = true;
+  } catch (e) {
+    if (e instanceof AuthError) { setStatus("err", "Token needed"); showLogin(); return; }
+    setStatus("err", "Cannot reach the server (" + e.message + "); retrying");
+  }
+  setTimeout(poll, ok ? POLL_MS : 2 * POLL_MS);
+}
+
+function frames() {
+  if (!document.hidden) for (const card of cards.values()) refreshFrame(card);
+  setTimeout(frames, FRAME_MS);
+}
+
+poll();
+frames();
+</script>
+</body>
+</html>
+'''
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -330,7 +330,7 @@ class TestModule(unittest.TestCase):
     def test_routes_are_data(self):
         for method, pattern, handler in gymhttp.ROUTES:
             self.assertIn(method, ("GET", "POST"))
-            self.assertTrue(pattern.startswith("/v1/"))
+            self.assertTrue(pattern.startswith("/v1/") or pattern == "/", pattern)
             self.assertTrue(callable(handler))
 
 
@@ -764,7 +764,7 @@ class TestErrors(ServerTestCase):
 
     def test_not_found_and_method_not_allowed(self):
         self.assertError(self.get("/v2/envs/"), 404, "/v2/envs")
-        self.assertError(self.get("/"), 404)
+        self.assertError(self.get("/index.html"), 404)
         status, resp, reply = self.request("DELETE", "/v1/envs/")
         self.assertError((status, resp, reply), 405)
         self.assertEqual(resp.getheader("Allow"), "GET, HEAD, POST")
