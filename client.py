@@ -27,7 +27,9 @@ import sys
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-__all__ = ["Client", "ServerError", "Envelope", "decode_envelopes", "encode_array"]
+# RemoteEnv is public too, but not in __all__: it imports gymnasium, and
+# `from client import *` should work with the standard library alone.
+__all__ = ["Client", "ServerError", "Envelope", "decode_envelopes", "encode_array", "space_from_description", "decode_png"]
 
 ENVELOPE = "__ndarray__"
 _ARRAY_CODES = {  # numpy dtype name -> array module typecode, for when numpy is absent
@@ -299,8 +301,9 @@ class Client:
 
     # -- plumbing ------------------------------------------------------------
 
-    def _request(self, method: str, route: str, data: Any = _NO_BODY, _retry: bool = True) -> Any:
-        """Send one request; return the decoded JSON reply (None for 204).
+    def _request(self, method: str, route: str, data: Any = _NO_BODY, _retry: bool = True, raw_reply: bool = False) -> Any:
+        """Send one request; return the decoded JSON reply (None for 204), or
+        with ``raw_reply`` the body's bytes.
 
         Raises ServerError for an error reply, ConnectionError when the server
         cannot be reached or drops the connection before answering.
@@ -333,7 +336,7 @@ class Client:
         except (OSError, ValueError) as exc:
             self._drop()
             if method == "GET" and _retry:  # safe to repeat, once
-                return self._request(method, route, data, _retry=False)
+                return self._request(method, route, data, _retry=False, raw_reply=raw_reply)
             raise ConnectionError(
                 f"the gymhttp server at {self.remote_base} closed the connection before answering "
                 f"{method} {route}; it may or may not have acted on it"
@@ -344,6 +347,8 @@ class Client:
             if status >= 400:
                 raise ServerError(reason, status)
             return None
+        if raw_reply and status < 400:
+            return raw
         try:
             # Envelopes are decoded while parsing, not in a second walk.
             reply = json.loads(raw, object_hook=_envelope_hook) if b'"__ndarray__"' in raw else json.loads(raw)
@@ -464,6 +469,27 @@ class Client:
         self._post_request("/v1/shutdown/", None)
         self.close()
 
+    # -- beyond the original ---------------------------------------------------
+
+    def env_details(self, instance_id: str) -> dict:
+        """An instance's details: env_id, steps, episodes, recent returns..."""
+        return self._get_request(f"/v1/envs/{quote(instance_id, safe='')}/")
+
+    def env_render(self, instance_id: str, index: int | None = None) -> bytes | str:
+        """The current frame: PNG bytes (render_mode rgb_array) or text (ansi).
+        ``index`` picks the sub-env of a vector instance."""
+        query = "" if index is None else f"?index={int(index)}"
+        body = self._request("GET", f"/v1/envs/{quote(instance_id, safe='')}/render/{query}", raw_reply=True)
+        return body if body.startswith(b"\x89PNG") else body.decode("utf-8")
+
+    def registry(self) -> list:
+        """The env ids the server can make, with their spec basics."""
+        return self._get_request("/v1/registry/")["envs"]
+
+    def openapi(self) -> dict:
+        """The server's OpenAPI 3.1 document."""
+        return self._get_request("/v1/openapi.json")
+
     # -- Gymnasium shapes ------------------------------------------------------
 
     def reset(self, instance_id: str, *, seed: int | list | None = None, options: dict | None = None) -> tuple:
@@ -488,3 +514,239 @@ class Client:
         else:
             data = {"action": action, "render": True} if render else {"action": action}
         return self._post_request(f"/v1/envs/{quote(instance_id, safe='')}/step/", data)
+
+
+# -- RemoteEnv: a gymnasium.Env backed by a server instance ---------------------
+#
+# gymnasium and numpy are imported only when RemoteEnv is first used, so that
+# `import client` still needs nothing beyond the standard library.
+
+
+def space_from_description(info: dict) -> Any:
+    """Rebuild a ``gymnasium.spaces`` space from the server's description
+    (``GET .../action_space/``), equal to the space the server holds.
+
+    Box bounds of +-1e100 or beyond are infinities (the wire cannot carry
+    them); everything else is taken as it is.
+    """
+    import numpy as np
+    from gymnasium import spaces
+
+    name = info.get("name")
+    if name == "Discrete":
+        return spaces.Discrete(info["n"], start=info.get("start", 0), dtype=np.dtype(info.get("dtype", "int64")))
+    if name == "Box":
+        dtype = np.dtype(info["dtype"])
+        shape = tuple(info["shape"])
+        low, high = np.array(info["low"]), np.array(info["high"])
+        if dtype.kind == "f":
+            low = np.where(low <= -1e100, -np.inf, low)
+            high = np.where(high >= 1e100, np.inf, high)
+        return spaces.Box(low.reshape(shape).astype(dtype), high.reshape(shape).astype(dtype), shape, dtype)
+    if name == "MultiDiscrete":
+        return spaces.MultiDiscrete(np.array(info["nvec"]), dtype=np.dtype(info.get("dtype", "int64")),
+                                    start=np.array(info["start"]) if "start" in info else None)
+    if name == "MultiBinary":
+        return spaces.MultiBinary(info["n"])
+    if name == "Tuple":
+        return spaces.Tuple([space_from_description(s) for s in info["spaces"]])
+    if name == "Dict":
+        return spaces.Dict({k: space_from_description(s) for k, s in info["spaces"].items()})
+    if name == "Text":
+        return spaces.Text(info["max_length"], min_length=info["min_length"], charset=info["charset"])
+    if name == "Sequence":
+        return spaces.Sequence(space_from_description(info["feature_space"]), stack=info.get("stack", False))
+    if name == "Graph":
+        edge = info.get("edge_space")
+        return spaces.Graph(space_from_description(info["node_space"]), space_from_description(edge) if edge else None)
+    if name == "OneOf":
+        return spaces.OneOf([space_from_description(s) for s in info["spaces"]])
+    raise ValueError(f"cannot rebuild a space named {name!r} from {info!r}; RemoteEnv knows the spaces Gymnasium ships")
+
+
+def _from_wire(space: Any, value: Any) -> Any:
+    """A value of ``space`` as the server's env returned it: numpy arrays of
+    the space's dtype and shape, numpy ints for Discrete, tuples for Tuple."""
+    import numpy as np
+    from gymnasium import spaces
+
+    if isinstance(space, (spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)):
+        return np.array(value, dtype=space.dtype).reshape(space.shape)
+    if isinstance(space, spaces.Discrete):
+        return space.dtype.type(value)
+    if isinstance(space, spaces.Tuple):
+        return tuple(_from_wire(s, v) for s, v in zip(space.spaces, value))
+    if isinstance(space, spaces.Dict):
+        return {k: _from_wire(s, value[k]) for k, s in space.spaces.items()}
+    if isinstance(space, spaces.Sequence):
+        if space.stack:
+            return _from_wire(space.stacked_feature_space, value)
+        return tuple(_from_wire(space.feature_space, v) for v in value)
+    if isinstance(space, spaces.OneOf):
+        return (np.int64(value[0]), _from_wire(space.spaces[int(value[0])], value[1]))
+    if isinstance(space, spaces.Graph):
+        arrays = {k: None if value.get(k) is None else np.array(value[k]) for k in ("nodes", "edges", "edge_links")}
+        return spaces.GraphInstance(**arrays)
+    return value
+
+
+def _to_wire(value: Any) -> Any:
+    """An action as JSON-ready data: large arrays as base64 envelopes."""
+    if hasattr(value, "dtype") and hasattr(value, "tobytes"):
+        if getattr(value, "size", 0) >= 64:
+            return encode_array(value)
+        return value.tolist()
+    if isinstance(value, (tuple, list)):
+        return [_to_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_wire(v) for k, v in value.items()}
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "nodes") and hasattr(value, "edge_links"):  # a GraphInstance
+        return {"nodes": _to_wire(value.nodes), "edges": _to_wire(value.edges), "edge_links": _to_wire(value.edge_links)}
+    return value
+
+
+def decode_png(data: bytes) -> Any:
+    """The numpy array (H x W x 3, H x W x 4, or H x W) of a PNG as the server
+    writes them: 8-bit, not interlaced, every row unfiltered."""
+    import zlib
+
+    import numpy as np
+
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG")
+    pos, idat, header = 8, [], None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        tag, chunk = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+        if tag == b"IHDR":
+            header = struct.unpack(">IIBBBBB", chunk)
+        elif tag == b"IDAT":
+            idat.append(chunk)
+        elif tag == b"IEND":
+            break
+    if header is None:
+        raise ValueError("PNG without IHDR")
+    width, height, depth, color, _, _, interlace = header
+    channels = {0: 1, 2: 3, 6: 4}.get(color)
+    if depth != 8 or channels is None or interlace:
+        raise ValueError(f"unsupported PNG (bit depth {depth}, color type {color}, interlace {interlace})")
+    rows = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8).reshape(height, 1 + width * channels)
+    if rows[:, 0].any():
+        raise ValueError("filtered PNG rows are not supported (gymhttp writes unfiltered rows)")
+    frame = rows[:, 1:].reshape(height, width, channels).copy()
+    return frame[:, :, 0] if channels == 1 else frame
+
+
+def _close_remote(client: Client, instance_id: str) -> None:
+    try:
+        client.env_close(instance_id)
+    except (ServerError, ConnectionError, OSError):
+        pass  # already gone: closed, reaped, or the server stopped
+    finally:
+        client.close()
+
+
+def _build_remote_env() -> type:
+    import weakref
+
+    import gymnasium
+    from gymnasium.envs.registration import EnvSpec
+
+    class RemoteEnv(gymnasium.Env):
+        """A ``gymnasium.Env`` whose environment runs on a gymhttp server.
+
+            env = RemoteEnv("http://127.0.0.1:5000", "CartPole-v1", render_mode="rgb_array")
+            observation, info = env.reset(seed=0)
+            observation, reward, terminated, truncated, info = env.step(env.action_space.sample())
+            frame = env.render()
+            env.close()
+
+        Keyword arguments other than ``token`` and ``timeout`` go to
+        ``gymnasium.make`` on the server.  The spaces are rebuilt from the
+        server's descriptions and compare equal to a local ``make``'s.  Arrays
+        travel as base64, so observations keep their dtype exactly.
+        """
+
+        def __init__(self, remote_base: str, env_id: str, *, token: str | None = None, timeout: float = 60.0,
+                     render_mode: str | None = None, **make_kwargs: Any):
+            self._client = Client(remote_base, token=token, timeout=timeout)
+            kwargs = dict(make_kwargs)
+            if render_mode is not None:
+                kwargs["render_mode"] = render_mode
+            self.instance_id: str | None = self._client.env_create(env_id, kwargs=kwargs or None, encoding="base64")
+            self._finalizer = weakref.finalize(self, _close_remote, self._client, self.instance_id)
+            details = self._client.env_details(self.instance_id)
+            self.action_space = space_from_description(self._client.env_action_space_info(self.instance_id))
+            self.observation_space = space_from_description(self._client.env_observation_space_info(self.instance_id))
+            self.render_mode = details["render_mode"]
+            # "human" would draw on the server's screen, not here.
+            modes = [m for m in details["metadata"]["render_modes"] if m != "human"]
+            self.metadata = {"render_modes": modes, "render_fps": details["metadata"].get("render_fps")}
+            spec = details.get("spec") or {}
+
+            def make(**again: Any) -> RemoteEnv:  # how check_env and spec.make() build a twin
+                return RemoteEnv(remote_base, token=token, timeout=timeout, **again)
+
+            self.spec = EnvSpec(
+                id=env_id.rpartition(":")[2],
+                entry_point=make,
+                reward_threshold=spec.get("reward_threshold"),
+                nondeterministic=bool(spec.get("nondeterministic", False)),
+                max_episode_steps=None,  # the server's env already has its TimeLimit
+                order_enforce=False,
+                disable_env_checker=True,
+                kwargs={"env_id": env_id, **kwargs},
+            )
+            self.remote_base = remote_base
+
+        def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple:
+            """Reset the remote env: ``(observation, info)``."""
+            super().reset(seed=seed)
+            observation, info = self._client.reset(self._id(), seed=seed, options=options)
+            return _from_wire(self.observation_space, observation), info
+
+        def step(self, action: Any) -> tuple:
+            """Step the remote env: ``(observation, reward, terminated, truncated, info)``."""
+            reply = self._client._step(self._id(), _to_wire(action), False)
+            return (_from_wire(self.observation_space, reply["observation"]), float(reply["reward"]),
+                    bool(reply["terminated"]), bool(reply["truncated"]), reply["info"])
+
+        def render(self) -> Any:
+            """The remote env's frame: an ``rgb_array`` as a uint8 array, ``ansi``
+            as text; None without a render mode or before the first reset."""
+            if self.render_mode is None:
+                gymnasium.logger.warn("RemoteEnv.render() without a render_mode: pass render_mode='rgb_array' when creating it")
+                return None
+            try:
+                frame = self._client.env_render(self._id())
+            except ServerError as exc:
+                if exc.status_code == 409:  # not reset yet: a local env gives None too
+                    return None
+                raise
+            return decode_png(frame) if isinstance(frame, bytes) else frame
+
+        def close(self) -> None:
+            """Close the remote instance (twice is fine)."""
+            if self.instance_id is not None:
+                self.instance_id = None
+                self._finalizer()
+
+        def _id(self) -> str:
+            if self.instance_id is None:
+                raise gymnasium.error.ClosedEnvironmentError("this RemoteEnv is closed")
+            return self.instance_id
+
+        def __repr__(self) -> str:
+            return f"<RemoteEnv {self.spec.kwargs['env_id'] if self.spec else '?'} {self.instance_id} at {self.remote_base}>"
+
+    return RemoteEnv
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RemoteEnv":
+        cls = globals()["RemoteEnv"] = _build_remote_env()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -808,6 +808,7 @@ class Instance:
         self.broken: str | None = None
         self.closed = False
         self.monitor: Monitor | None = None
+        self.rendered = False  # has a render() call succeeded yet
         self.created = self.last_used = time.time()
         self.steps = 0
         self.episodes = 0
@@ -1129,7 +1130,7 @@ def route_step(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
             raise
         if render and env.render_mode not in (None, "human"):
             try:
-                env.render()
+                _render(instance, env.render)
             except Exception as exc:  # rendering is a side show; the step stands
                 log.warning("render of %s failed: %s", instance_id, exc)
         if instance.vector:
@@ -1166,6 +1167,21 @@ def route_step(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
             "truncated": truncated,
             "info": info,
         }
+
+
+_FIRST_RENDER = threading.Lock()
+
+
+def _render(instance: Instance, render: Callable[[], Any]) -> Any:
+    """Call ``render``; an instance's first render runs alone, because pygame
+    imports its modules on first use and not thread-safely (two envs rendering
+    for the first time at once fail with AttributeError)."""
+    if instance.rendered:
+        return render()
+    with _FIRST_RENDER:
+        frame = render()
+    instance.rendered = True
+    return frame
 
 
 def _bools(value: Any) -> np.ndarray:
@@ -1421,11 +1437,11 @@ def route_render(server: GymHTTPServer, params: dict, instance_id: str) -> Respo
             raise HTTPError(HTTPStatus.CONFLICT, f"Instance {instance_id} has not been reset yet; reset or step it, then render")
         env = instance.env
         if index is None:
-            frame = env.render()
+            frame = _render(instance, env.render)
         elif hasattr(env, "envs"):  # SyncVectorEnv: render just the one asked for
-            frame = env.envs[index].render()
+            frame = _render(instance, env.envs[index].render)
         else:
-            frame = env.render()[index]
+            frame = _render(instance, env.render)[index]
         if isinstance(frame, np.ndarray):
             frame = frame.copy()  # the env may draw into it again once we let go
     if mode == "ansi":
@@ -1586,7 +1602,7 @@ OPENAPI_SCHEMAS: dict[str, dict] = {
             ("name",),
             name={"type": "string", "examples": ["Discrete", "Box", "MultiDiscrete", "MultiBinary", "Tuple", "Dict", "Text"]},
             n={"oneOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]},
-            start={"oneOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]},
+            start={"oneOf": [{"type": "integer"}, {"type": "array", "description": "MultiDiscrete: nested like nvec"}]},
             shape={"type": "array", "items": {"type": "integer"}},
             dtype={"type": "string"},
             low={"type": "array", "items": {"type": "number"}, "description": "flattened, C order"},

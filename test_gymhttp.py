@@ -2065,3 +2065,648 @@ class TestServerProcess(unittest.TestCase):
             c.shutdown_server()
         self.assertEqual(proc.wait(20), 0)
         self.assertEqual(proc.stderr.read(), "")
+
+
+# ---------------------------------------------------------------------------
+# RemoteEnv: a gymnasium.Env backed by the server
+# ---------------------------------------------------------------------------
+
+NON_FINITE_BOX = spaces.Box(np.array([-np.inf, 0.0]), np.array([1.5, np.inf]), dtype=np.float64)
+gymnasium.register(
+    "GymHTTPTest/Mixed-v0",
+    entry_point=lambda **kw: SpaceEnv(
+        spaces.Dict({"box": NON_FINITE_BOX, "pair": TUPLE_OBS, "bits": spaces.MultiBinary([2, 2]),
+                     "levels": spaces.MultiDiscrete([[2, 3], [4, 5]], start=[[1, 1], [0, -2]])}),
+        spaces.Box(-1, 1, (3,), np.int16), **kw),
+    disable_env_checker=True,
+)
+
+
+class TestRemoteEnv(ServerTestCase):
+    def remote(self, env_id, **kwargs):
+        env = client.RemoteEnv(self.base, env_id, **kwargs)
+        self.addCleanup(env.close)
+        return env
+
+    def assertSameValue(self, space, got, want):
+        """Equal values, with numpy arrays and scalars of the space's dtype
+        (a local env may hand out Python ints for a Discrete; we give np.int64)."""
+        if isinstance(space, spaces.Tuple):
+            self.assertIsInstance(got, tuple)
+            for s, g, w in zip(space.spaces, got, want, strict=True):
+                self.assertSameValue(s, g, w)
+        elif isinstance(space, spaces.Dict):
+            self.assertEqual(list(got), list(space.spaces))
+            for k, s in space.spaces.items():
+                self.assertSameValue(s, got[k], want[k])
+        else:
+            self.assertEqual(np.asarray(got).dtype, space.dtype)
+            np.testing.assert_array_equal(got, want)
+            self.assertIn(got, space)
+
+    def test_client_imports_gymnasium_only_for_remote_env(self):
+        code = ("import sys, client\nbefore = {'gymnasium', 'numpy'} & set(sys.modules)\n"
+                "cls = client.RemoteEnv\nimport gymnasium\n"
+                "print(sorted(before), issubclass(cls, gymnasium.Env), 'RemoteEnv' in client.__all__)")
+        out = subprocess.run([sys.executable, "-c", code], cwd=HERE, capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.stdout.strip(), "[] True False", out.stderr)
+
+    def test_spaces_equal_local_ones(self):
+        for env_id in ("CartPole-v1", "Pendulum-v1", "Blackjack-v1", "MountainCarContinuous-v0", "FrozenLake-v1",
+                       "GymHTTPTest/Dict-v0", "GymHTTPTest/Tuple-v0", "GymHTTPTest/Multi-v0", "GymHTTPTest/Text-v0",
+                       "GymHTTPTest/Image-v0", "GymHTTPTest/Mixed-v0"):
+            with self.subTest(env_id):
+                remote, local = self.remote(env_id), gymnasium.make(env_id)
+                self.assertEqual(remote.action_space, local.action_space)
+                self.assertEqual(remote.observation_space, local.observation_space)
+        box = self.remote("GymHTTPTest/Mixed-v0").observation_space["box"]
+        self.assertEqual((box.low[0], box.high[1]), (-np.inf, np.inf))  # +-1e100 on the wire, infinite again here
+
+    def test_passes_check_env(self):
+        from gymnasium.utils.env_checker import check_env
+
+        for env_id, kwargs in (("CartPole-v1", {}), ("Pendulum-v1", {}), ("Blackjack-v1", {}),
+                               ("GymHTTPTest/Dict-v0", {}), ("CartPole-v1", {"render_mode": "rgb_array"})):
+            with self.subTest(env_id, **kwargs), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                env = self.remote(env_id, **kwargs)
+                self.assertIsInstance(env, gymnasium.Env)
+                check_env(env)  # raises on any failure
+        self.assertEqual(len(self.client.env_list_all()), 5)  # check_env's extra envs were closed
+
+    def test_trajectory_and_dtypes_match_local(self):
+        for env_id, actions in (("CartPole-v1", [0, 1, 1, 0, 1] * 8), ("Pendulum-v1", [np.array([0.5], np.float32)] * 20),
+                                ("Blackjack-v1", [1, 1, 0]), ("GymHTTPTest/Mixed-v0", [np.array([1, -1, 0], np.int16)] * 3)):
+            with self.subTest(env_id):
+                remote, local = self.remote(env_id), gymnasium.make(env_id)
+                got, want = remote.reset(seed=11), local.reset(seed=11)
+                self.assertSameValue(remote.observation_space, got[0], want[0])
+                for action in actions:
+                    got, want = remote.step(action), local.step(action)
+                    self.assertSameValue(remote.observation_space, got[0], want[0])
+                    self.assertIsInstance(got[1], float)
+                    self.assertEqual(got[1:4], (float(want[1]), bool(want[2]), bool(want[3])))
+                    if want[2] or want[3]:
+                        break
+
+    def test_render_rgb_array_and_ansi_match_local(self):
+        remote = self.remote("CartPole-v1", render_mode="rgb_array")
+        local = gymnasium.make("CartPole-v1", render_mode="rgb_array")
+        self.assertIsNone(remote.render())  # before the first reset, as a local CartPole
+        remote.reset(seed=3), local.reset(seed=3)
+        for action in (0, 1, 1):
+            remote.step(action), local.step(action)
+        frame = remote.render()
+        self.assertEqual((frame.dtype, frame.shape), (np.uint8, (400, 600, 3)))
+        np.testing.assert_array_equal(frame, local.render())
+        text = self.remote("FrozenLake-v1", render_mode="ansi")
+        lake = gymnasium.make("FrozenLake-v1", render_mode="ansi")
+        text.reset(seed=0), lake.reset(seed=0)
+        text.step(2), lake.step(2)
+        self.assertEqual(text.render(), lake.render())
+        self.assertNotIn("human", text.metadata["render_modes"])  # it would draw on the server's screen
+
+    def test_works_inside_sync_vector_env(self):
+        remote = gymnasium.vector.SyncVectorEnv([lambda: client.RemoteEnv(self.base, "CartPole-v1") for _ in range(3)])
+        local = gymnasium.vector.SyncVectorEnv([lambda: gymnasium.make("CartPole-v1") for _ in range(3)])
+        try:
+            got, want = remote.reset(seed=5), local.reset(seed=5)
+            np.testing.assert_array_equal(got[0], want[0])
+            self.assertEqual(got[0].dtype, np.float32)
+            for t in range(60):  # through autoresets
+                action = np.array([t % 2, (t // 2) % 2, 1 - t % 2])
+                got, want = remote.step(action), local.step(action)
+                for a, b in zip(got[:4], want[:4]):
+                    np.testing.assert_array_equal(a, b)
+            self.assertEqual(len(self.client.env_list_all()), 3)
+        finally:
+            remote.close()
+        self.assertEqual(self.client.env_list_all(), {})
+
+    def test_close_forgets_the_instance_and_may_repeat(self):
+        env = client.RemoteEnv(self.base, "CartPole-v1")
+        self.assertIn(env.instance_id, self.client.env_list_all())
+        env.close()
+        env.close()
+        self.assertEqual(self.client.env_list_all(), {})
+        with self.assertRaises(gymnasium.error.ClosedEnvironmentError):
+            env.step(0)
+
+    def test_a_dropped_env_is_closed_on_the_server(self):
+        import gc
+
+        env = client.RemoteEnv(self.base, "CartPole-v1")
+        env.reset(seed=0)
+        self.assertEqual(len(self.client.env_list_all()), 1)
+        del env
+        gc.collect()
+        self.assertEqual(self.client.env_list_all(), {})
+
+    def test_token_and_errors_reach_the_user(self):
+        with self.assertRaises(client.ServerError) as caught:
+            client.RemoteEnv(self.base, "NoSuchEnv-v0")
+        self.assertEqual(caught.exception.status_code, 400)
+        self.assertIn("NoSuchEnv", caught.exception.message)
+        env = self.remote("CartPole-v1")
+        with self.assertRaises(client.ServerError) as caught:
+            env.step(7)
+        self.assertIn("not in the action space", caught.exception.message)
+
+
+# ---------------------------------------------------------------------------
+# Watching: instance details, the registry, rendered frames
+# ---------------------------------------------------------------------------
+
+
+def png_pixels(data: bytes) -> np.ndarray:
+    """An independent PNG reader for the tests: checks every CRC, 8-bit, unfiltered."""
+    import zlib
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:8]
+    pos, chunks = 8, []
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        tag, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        crc = int.from_bytes(data[pos + 8 + length:pos + 12 + length], "big")
+        assert zlib.crc32(tag + body) == crc, f"bad CRC in {tag}"
+        chunks.append((tag, body))
+        pos += 12 + length
+    assert [t for t, _ in chunks][0] == b"IHDR" and chunks[-1][0] == b"IEND" and pos == len(data)
+    ihdr = chunks[0][1]
+    width, height = int.from_bytes(ihdr[0:4], "big"), int.from_bytes(ihdr[4:8], "big")
+    channels = {0: 1, 2: 3, 6: 4}[ihdr[9]]
+    assert ihdr[8] == 8 and ihdr[12] == 0
+    raw = zlib.decompress(b"".join(b for t, b in chunks if t == b"IDAT"))
+    rows = np.frombuffer(raw, np.uint8).reshape(height, 1 + width * channels)
+    assert not rows[:, 0].any()
+    return rows[:, 1:].reshape(height, width, channels)
+
+
+class TestPNG(unittest.TestCase):
+    def test_frames_of_every_shape_round_trip(self):
+        rng = np.random.default_rng(0)
+        for frame in (rng.integers(0, 256, (7, 5, 3), dtype=np.uint8), rng.integers(0, 256, (3, 9, 4), dtype=np.uint8),
+                      rng.integers(0, 256, (4, 4), dtype=np.uint8), np.zeros((1, 1, 3), np.uint8)):
+            with self.subTest(shape=frame.shape):
+                data = gymhttp.encode_png(frame)
+                pixels = png_pixels(data)
+                np.testing.assert_array_equal(pixels.reshape(frame.shape), frame)
+                np.testing.assert_array_equal(client.decode_png(data), frame)
+
+    def test_float_frames_are_intensities_and_bad_shapes_refused(self):
+        pixels = png_pixels(gymhttp.encode_png(np.array([[[0.0, 0.5, 1.0]]])))
+        self.assertEqual(pixels.tolist(), [[[0, 127, 255]]])
+        for bad in (np.zeros((2, 2, 2)), np.zeros(5), np.zeros((0, 3, 3))):
+            with self.assertRaises(ValueError):
+                gymhttp.encode_png(bad)
+
+
+class TestWatching(ServerTestCase):
+    def test_details_count_steps_episodes_and_returns(self):
+        iid = self.create(seed=4)
+        local = gymnasium.make("CartPole-v1")
+        local.reset(seed=4)
+        returns, total, actions = [], 0.0, [0, 1, 1, 0, 0, 1, 1, 1, 0, 1] * 20
+        for t, action in enumerate(actions):
+            _, reward, terminated, truncated, _ = local.step(action)
+            self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": action})[0], 200)
+            total += reward
+            if terminated or truncated:
+                returns.append(total)
+                total = 0.0
+                local.reset()
+                self.post(f"/v1/envs/{iid}/reset/")
+            if len(returns) == 3:
+                break
+        status, resp, details = self.get(f"/v1/envs/{iid}/")
+        self.assertEqual(status, 200, details)
+        self.assertEqual((details["instance_id"], details["env_id"], details["num_envs"]), (iid, "CartPole-v1", 1))
+        self.assertEqual((details["steps"], details["env_steps"], details["episodes"]), (t + 1, t + 1, 3))
+        self.assertEqual([e["return"] for e in details["recent_episodes"]], returns)
+        self.assertEqual(sum(e["length"] for e in details["recent_episodes"]), t + 1)
+        self.assertEqual(details["last_return"], returns[-1])
+        self.assertLessEqual(details["created"], details["last_activity"])
+        self.assertLessEqual(details["last_activity"], details["now"])
+        self.assertEqual(details["spec"]["max_episode_steps"], 500)
+        self.assertEqual(details["metadata"]["render_modes"], ["human", "rgb_array"])
+        self.assertIsNone(details["render_mode"])
+        self.assertIs(details["broken"], None)
+
+    def test_watching_is_not_activity(self):
+        iid = self.create(kwargs={"render_mode": "rgb_array"})
+        self.post(f"/v1/envs/{iid}/step/", {"action": 0})
+        before = self.get(f"/v1/envs/{iid}/")[2]["last_activity"]
+        time.sleep(0.05)
+        self.assertEqual(self.get(f"/v1/envs/{iid}/render/")[0], 200)
+        self.assertEqual(self.get(f"/v1/envs/{iid}/")[2]["last_activity"], before)
+        self.post(f"/v1/envs/{iid}/step/", {"action": 0})
+        self.assertGreater(self.get(f"/v1/envs/{iid}/")[2]["last_activity"], before)
+
+    def test_vector_details_count_env_steps(self):
+        iid = self.create(num_envs=4)
+        for _ in range(30):
+            self.post(f"/v1/envs/{iid}/step/", {"action": [1, 1, 1, 1]})
+        details = self.get(f"/v1/envs/{iid}/")[2]
+        self.assertEqual((details["steps"], details["env_steps"], details["num_envs"]), (30, 120, 4))
+        self.assertGreaterEqual(details["episodes"], 4)  # always pushing right ends each within 30 steps
+        self.assertEqual(details["metadata"]["autoreset_mode"], "NextStep")
+
+    def test_details_errors(self):
+        self.assertError(self.get("/v1/envs/nope/"), 400, "nope")
+        iid = self.create()
+        status, resp, _ = self.post(f"/v1/envs/{iid}/")
+        self.assertEqual(status, 405)
+        self.assertEqual(resp.getheader("Allow"), "GET, HEAD")
+
+    def test_registry_lists_makeable_ids(self):
+        status, _, reply = self.get("/v1/registry/")
+        self.assertEqual(status, 200)
+        by_id = {e["id"]: e for e in reply["envs"]}
+        self.assertEqual(set(by_id), set(gymnasium.registry))
+        self.assertEqual(by_id["CartPole-v1"], {
+            "id": "CartPole-v1", "entry_point": "gymnasium.envs.classic_control.cartpole:CartPoleEnv",
+            "max_episode_steps": 500, "reward_threshold": 475.0, "nondeterministic": False, "vector_entry_point": True,
+        })
+        self.assertIn(":", by_id["GymHTTPTest/Dict-v0"]["entry_point"])  # a callable, named
+
+    def test_render_png_over_raw_http(self):
+        iid = self.create(seed=2, kwargs={"render_mode": "rgb_array"})
+        local = gymnasium.make("CartPole-v1", render_mode="rgb_array")
+        local.reset(seed=2)
+        for action in (1, 1, 0):
+            self.post(f"/v1/envs/{iid}/step/", {"action": action})
+            local.step(action)
+        head = f"GET /v1/envs/{iid}/render/ HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(head + head.replace(b"GET", b"HEAD"))
+            f = sock.makefile("rb")
+            status, headers, body = read_response(f)
+            self.assertEqual((status, headers["content-type"]), (200, "image/png"))
+            self.assertEqual(int(headers["content-length"]), len(body))
+            np.testing.assert_array_equal(png_pixels(body), local.render())
+            # HEAD on the same connection: the headers, no body
+            line = f.readline()
+            self.assertIn(b" 200 ", line)
+            rest = {}
+            while (h := f.readline()) not in (b"\r\n", b""):
+                k, _, v = h.decode().partition(":")
+                rest[k.lower()] = v.strip()
+            self.assertEqual(rest["content-length"], str(len(body)))
+            sock.settimeout(0.3)
+            with self.assertRaises(socket.timeout):
+                sock.recv(1)
+            f.close()
+
+    def test_render_ansi_and_test_env_frames(self):
+        iid = self.create("FrozenLake-v1", seed=0, kwargs={"render_mode": "ansi"})
+        self.post(f"/v1/envs/{iid}/step/", {"action": 1})
+        local = gymnasium.make("FrozenLake-v1", render_mode="ansi")
+        local.reset(seed=0)
+        local.step(1)
+        status, resp, body = self.get(f"/v1/envs/{iid}/render")
+        self.assertEqual((status, resp.getheader("Content-Type")), (200, "text/plain; charset=utf-8"))
+        self.assertEqual(body.decode(), local.render())
+        tid = self.create("GymHTTPTest/Image-v0", kwargs={"render_mode": "rgb_array"})
+        for t in (1, 2):
+            self.post(f"/v1/envs/{tid}/step/", {"action": 0})
+            self.assertEqual(png_pixels(self.get(f"/v1/envs/{tid}/render/")[2]).tolist(), np.full((4, 6, 3), t).tolist())
+
+    def test_render_refusals_say_what_to_do(self):
+        plain = self.create()
+        self.assertError(self.get(f"/v1/envs/{plain}/render/"), 400, "without a render mode", '"render_mode": "rgb_array"')
+        fresh = self.create(kwargs={"render_mode": "rgb_array"})
+        self.assertError(self.get(f"/v1/envs/{fresh}/render/"), 409, "reset")
+        self.post(f"/v1/envs/{fresh}/reset/")
+        self.assertError(self.get(f"/v1/envs/{fresh}/render/?index=0"), 400, "index", "drop it")
+        listed = self.create(kwargs={"render_mode": "rgb_array_list"})
+        self.assertError(self.get(f"/v1/envs/{listed}/render/"), 400, "rgb_array_list")
+        self.assertError(self.get("/v1/envs/nope/render/"), 400, "nope")
+        self.assertServing()
+
+    def test_vector_render_one_sub_env(self):
+        for mode in ("sync", "vector_entry_point"):
+            with self.subTest(mode):
+                iid = self.create(num_envs=3, vectorization_mode=mode, seed=1, kwargs={"render_mode": "rgb_array"})
+                self.assertEqual(self.post(f"/v1/envs/{iid}/reset/", {"seed": 7})[0], 200)
+                self.assertError(self.get(f"/v1/envs/{iid}/render/"), 400, "?index=k", "0 to 2")
+                for bad in ("3", "-1", "x"):
+                    self.assertError(self.get(f"/v1/envs/{iid}/render/?index={bad}"), 400, "'index'", bad)
+                local = gymnasium.make_vec("CartPole-v1", num_envs=3, vectorization_mode=mode, render_mode="rgb_array")
+                local.reset(seed=7)
+                for action in ([0, 1, 1], [1, 1, 0]):
+                    self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": action})[0], 200)
+                    local.step(np.array(action))
+                status, resp, body = self.get(f"/v1/envs/{iid}/render/?index=2")
+                self.assertEqual(status, 200)
+                np.testing.assert_array_equal(png_pixels(body), local.render()[2])
+
+    def test_concurrent_first_renders(self):
+        ids = [self.create(env_id, kwargs={"render_mode": "rgb_array"}) for env_id in
+               ("CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCar-v0")]
+        for iid in ids:
+            self.post(f"/v1/envs/{iid}/reset/")
+        results = []
+        threads = [threading.Thread(target=lambda i=i: results.append(self.get(f"/v1/envs/{i}/render/")[0])) for i in ids]
+        [t.start() for t in threads]
+        [t.join(30) for t in threads]
+        self.assertEqual(results, [200] * 4)
+
+
+# ---------------------------------------------------------------------------
+# The OpenAPI document
+# ---------------------------------------------------------------------------
+
+
+class SchemaError(AssertionError):
+    pass
+
+
+def validate(value, schema, doc, where="$"):
+    """Enough of JSON Schema for the document: $ref, type, enum, required,
+    properties, additionalProperties, items, oneOf, minimum, maximum."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        return validate(value, doc["components"]["schemas"][name], doc, where)
+    types = schema.get("type")
+    if types is not None:
+        types = [types] if isinstance(types, str) else types
+        kinds = {
+            "object": isinstance(value, dict), "array": isinstance(value, list), "string": isinstance(value, str),
+            "boolean": isinstance(value, bool), "null": value is None,
+            "integer": isinstance(value, int) and not isinstance(value, bool),
+            "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+        }
+        if not any(kinds[t] for t in types):
+            raise SchemaError(f"{where}: {value!r:.80} is not {types}")
+    if "enum" in schema and value not in schema["enum"]:
+        raise SchemaError(f"{where}: {value!r} not in {schema['enum']}")
+    if "minimum" in schema and isinstance(value, (int, float)) and value < schema["minimum"]:
+        raise SchemaError(f"{where}: {value} < {schema['minimum']}")
+    if "maximum" in schema and isinstance(value, (int, float)) and value > schema["maximum"]:
+        raise SchemaError(f"{where}: {value} > {schema['maximum']}")
+    if "oneOf" in schema:
+        matches = 0
+        for option in schema["oneOf"]:
+            try:
+                validate(value, option, doc, where)
+                matches += 1
+            except SchemaError:
+                pass
+        if matches != 1:
+            raise SchemaError(f"{where}: {value!r:.80} matches {matches} of oneOf")
+    if isinstance(value, dict):
+        for name in schema.get("required", ()):
+            if name not in value:
+                raise SchemaError(f"{where}: '{name}' missing")
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for name, item in value.items():
+            if name in properties:
+                validate(item, properties[name], doc, f"{where}.{name}")
+            elif extra is False:
+                raise SchemaError(f"{where}: unexpected '{name}'")
+            elif isinstance(extra, dict):
+                validate(item, extra, doc, f"{where}.{name}")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            validate(item, schema["items"], doc, f"{where}[{i}]")
+
+
+class TestOpenAPI(ServerTestCase):
+    server_options = {"token": "s3cret"}
+
+    def setUp(self):
+        super().setUp()
+        self.client = client.Client(self.base, token="s3cret")
+        status, resp, self.doc = self.request("GET", "/v1/openapi.json", headers={"Authorization": ""})
+        self.assertEqual((status, resp.getheader("Content-Type")), (200, "application/json"))
+
+    def operation(self, method, pattern):
+        for path, operations in self.doc["paths"].items():
+            if path.strip("/") == pattern.strip("/"):
+                return operations[method.lower()]
+        raise AssertionError(f"{method} {pattern} is not documented")
+
+    def test_documents_exactly_the_route_table(self):
+        documented = {(m.upper(), "/" + p.strip("/")) for p, ops in self.doc["paths"].items() for m in ops}
+        routes = {(m, "/" + p.strip("/")) for m, p, _ in gymhttp.ROUTES}
+        self.assertEqual(documented - routes, set(), "documented but not routed")
+        self.assertEqual(routes - documented, set(), "routed but not documented")
+
+    def test_document_is_well_formed(self):
+        import re
+
+        doc = self.doc
+        self.assertEqual(doc["openapi"], "3.1.0")
+        self.assertEqual(doc["info"]["version"], gymhttp.__version__)
+        ids = []
+        for path, operations in doc["paths"].items():
+            declared = set(re.findall(r"{(\w+)}", path))
+            for method, op in operations.items():
+                ids.append(op["operationId"])
+                params = {p["name"] for p in op.get("parameters", ()) if p["in"] == "path"}
+                self.assertEqual(params, declared, f"{method} {path}")
+                self.assertTrue(any(code.startswith("2") for code in op["responses"]) or "410" in op["responses"])
+                self.assertEqual(op["responses"]["4XX"]["content"]["application/json"]["schema"], {"$ref": "#/components/schemas/Error"})
+        self.assertEqual(len(ids), len(set(ids)))
+        refs = re.findall(r'"\$ref": "#/components/schemas/(\w+)"', json.dumps(doc))
+        self.assertTrue(refs)
+        for name in refs:
+            self.assertIn(name, doc["components"]["schemas"])
+        self.assertEqual(set(doc["components"]["schemas"]["ArrayEnvelope"]["required"]), {"__ndarray__", "dtype", "shape"})
+
+    def check(self, method, pattern, reply, status=200):
+        responses = self.operation(method, pattern)["responses"]
+        schema = responses.get(str(status)) or responses[f"{str(status)[0]}XX"]
+        validate(reply, schema["content"]["application/json"]["schema"], self.doc, f"{method} {pattern}")
+
+    def test_real_replies_follow_their_schemas(self):
+        c = self.client
+        iid = c._post_request("/v1/envs/", {"env_id": "CartPole-v1", "seed": 0})
+        self.check("POST", "/v1/envs", iid)
+        iid = iid["instance_id"]
+        self.check("GET", "/v1/envs", c._get_request("/v1/envs/"))
+        self.check("POST", "/v1/envs/{instance_id}/reset", c._post_request(f"/v1/envs/{iid}/reset/", {"seed": 0}))
+        for _ in range(30):
+            self.check("POST", "/v1/envs/{instance_id}/step", c._post_request(f"/v1/envs/{iid}/step/", {"action": 1}))
+        self.check("GET", "/v1/envs/{instance_id}", c._get_request(f"/v1/envs/{iid}/"))
+        self.check("GET", "/v1/envs/{instance_id}/action_space", c._get_request(f"/v1/envs/{iid}/action_space/"))
+        self.check("GET", "/v1/envs/{instance_id}/observation_space", c._get_request(f"/v1/envs/{iid}/observation_space/"))
+        self.check("GET", "/v1/envs/{instance_id}/action_space/sample", c._get_request(f"/v1/envs/{iid}/action_space/sample"))
+        self.check("GET", "/v1/envs/{instance_id}/action_space/contains/{x}", c._get_request(f"/v1/envs/{iid}/action_space/contains/1"))
+        self.check("POST", "/v1/envs/{instance_id}/observation_space/contains",
+                   c._post_request(f"/v1/envs/{iid}/observation_space/contains", {"name": "Box"}))
+        self.check("GET", "/v1/registry", c._get_request("/v1/registry/"))
+        # vector + base64: envelopes wherever the schema allows them
+        vid = c.env_create("CartPole-v1", num_envs=4, encoding="base64")
+        raw = json.loads(c._request("POST", f"/v1/envs/{vid}/step/", {"action": [1, 0, 1, 0]}, raw_reply=True))
+        self.assertIn("__ndarray__", raw["reward"])
+        self.check("POST", "/v1/envs/{instance_id}/step", raw)
+        self.check("GET", "/v1/envs/{instance_id}/action_space", c._get_request(f"/v1/envs/{vid}/action_space/"))
+        did = c.env_create("GymHTTPTest/Mixed-v0")
+        self.check("GET", "/v1/envs/{instance_id}/observation_space", c._get_request(f"/v1/envs/{did}/observation_space/"))
+        self.check("POST", "/v1/envs/{instance_id}/reset", c._post_request(f"/v1/envs/{did}/reset/", None))
+        # errors
+        for method, path, pattern, body in (("POST", "/v1/envs/", "/v1/envs", {"env_id": 5}),
+                                            ("POST", f"/v1/envs/{iid}/step/", "/v1/envs/{instance_id}/step", {"action": 9}),
+                                            ("POST", "/v1/upload/", "/v1/upload", {"training_dir": "/tmp", "api_key": "k"})):
+            with self.assertRaises(client.ServerError) as caught:
+                c._request(method, path, body)
+            status = caught.exception.status_code
+            self.check(method, pattern, {"message": caught.exception.message}, status)
+
+    def test_validator_can_fail(self):
+        with self.assertRaises(SchemaError):
+            self.check("POST", "/v1/envs/{instance_id}/step", {"observation": [0], "reward": 1.0, "done": "no",
+                                                             "terminated": False, "truncated": False, "info": {}})
+        with self.assertRaises(SchemaError):
+            self.check("GET", "/v1/envs/{instance_id}", {"instance_id": "x"})
+
+    def test_only_static_documents_skip_the_token(self):
+        self.assertEqual(self.request("GET", "/", headers={"Authorization": ""})[0], 200)
+        for path in ("/v1/envs/", "/v1/registry/", "/v1/envs/x/", "/v1/envs/x/render/"):
+            self.assertError(self.request("GET", path, headers={"Authorization": ""}), 401, "token")
+
+
+# ---------------------------------------------------------------------------
+# The dashboard
+# ---------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class TestDashboardPage(ServerTestCase):
+    def test_served_self_contained(self):
+        status, resp, body = self.get("/")
+        self.assertEqual((status, resp.getheader("Content-Type")), (200, "text/html; charset=utf-8"))
+        self.assertEqual(int(resp.getheader("Content-Length")), len(body))
+        csp = resp.getheader("Content-Security-Policy")
+        self.assertIn("default-src 'none'", csp)
+        self.assertIn("connect-src 'self'", csp)
+        page = body.decode()
+        for outside in ("http://", "https://", "//cdn", "@import", "<link", "src=\"/"):
+            self.assertNotIn(outside, page)
+        for route in ("/v1/envs/", "/render/"):
+            self.assertIn(route, page)
+        self.assertIn(f"v{gymhttp.__version__}", page)
+        status, resp, body = self.request("HEAD", "/")
+        self.assertEqual((status, body), (200, b""))
+
+
+@unittest.skipUnless(CHROMIUM, "chromium is not installed (apt-get install -y chromium); .ci/run installs it")
+class TestDashboardInBrowser(ServerTestCase):
+    """The page in real headless Chromium: what the DOM shows after it ran."""
+
+    def dump(self, url, budget=3000):
+        profile = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, profile, True)
+        out = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             f"--user-data-dir={profile}", "--window-size=1280,900", f"--virtual-time-budget={budget}", "--dump-dom", url],
+            capture_output=True, text=True, timeout=90,
+        )
+        self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+        return out.stdout.split("<template")[0]  # what the page shows, not its template and script
+
+    def cards(self, dom):
+        import re
+
+        return {m.group(1): m.group(0) for m in re.finditer(r'<article class="card" data-instance="(\w+)">.*?</article>', dom, re.S)}
+
+    def test_empty_state(self):
+        dom = self.dump(self.base + "/", budget=1500)
+        self.assertIn("<h2>No instances yet</h2>", dom)
+        self.assertIn(f"curl -X POST {self.base}/v1/envs/", dom)
+        self.assertIn('<span class="dot ok" id="dot"></span><span id="status-text">Live', dom)
+
+    def test_instances_returns_and_live_frames(self):
+        rgb = self.create(seed=0, kwargs={"render_mode": "rgb_array"})
+        returns = []
+        for _ in range(3):
+            self.post(f"/v1/envs/{rgb}/reset/")
+            total, done = 0.0, False
+            while not done:
+                reply = self.post(f"/v1/envs/{rgb}/step/", {"action": 1})[2]
+                total += reply["reward"]
+                done = reply["done"]
+            returns.append(total)
+        text = self.create("FrozenLake-v1", seed=0, kwargs={"render_mode": "ansi"})
+        self.post(f"/v1/envs/{text}/step/", {"action": 2})
+        plain = self.create()
+        vector = self.create(num_envs=4)
+        for _ in range(5):
+            self.post(f"/v1/envs/{vector}/step/", {"action": [0, 1, 0, 1]})
+        dom = self.dump(self.base + "/")
+        cards = self.cards(dom)
+        self.assertEqual(list(cards), [rgb, text, plain, vector])  # oldest first
+        card = cards[rgb]
+        steps = int(sum(returns))
+        self.assertIn(f'<b class="steps">{steps}</b>', card)
+        self.assertIn('<b class="episodes">3</b>', card)
+        self.assertIn(f'<b class="last">{returns[-1]:.2f}</b>', card)
+        self.assertIn('data-loaded="600x400"', card)  # the PNG arrived and decoded
+        self.assertIn('data-points="3"', card)  # the returns plot has the three episodes
+        self.assertIn("SFFF", cards[text])
+        self.assertIn("No live frame", cards[plain])
+        self.assertIn("×4", cards[vector])
+        self.assertIn('<b class="steps">20</b>', cards[vector])
+        self.assertIn('<b id="t-instances">4</b>', dom)
+        self.assertNotIn("<h2>No instances yet</h2>", dom)
+
+    def test_asks_for_the_token(self):
+        self.server.token = "letmein"  # the same server, now guarded
+        self.server_options = {"token": "letmein"}
+        iid = self.create()
+        self.assertIn('<form id="login"><strong>This server needs its token', self.dump(self.base + "/", budget=1500))
+        self.assertNotIn(iid, self.dump(self.base + "/", budget=1500))
+        self.assertIn(iid, self.cards(self.dump(self.base + "/#token=letmein")))
+
+
+# ---------------------------------------------------------------------------
+# The Node agent
+# ---------------------------------------------------------------------------
+
+NODE = shutil.which("node")
+
+
+@unittest.skipUnless(NODE, "node is not installed; .ci/run installs it")
+class TestNodeAgent(ServerTestCase):
+    server_options = {"token": "n0de"}
+
+    def run_agent(self, *args, env=None):
+        return subprocess.run([NODE, "examples/random_agent.js", *args], cwd=HERE, capture_output=True, text=True,
+                              timeout=120, env=env)
+
+    def test_plays_episodes_like_the_python_agent(self):
+        version = subprocess.run([NODE, "--version"], capture_output=True, text=True).stdout
+        self.assertGreaterEqual(int(version.lstrip("v").split(".")[0]), 18, version)
+        with tempfile.TemporaryDirectory() as d:
+            out = self.run_agent("--url", self.base, "--episodes", "3", "--seed", "2", "--monitor", d,
+                                 env=dict(os.environ, GYMHTTP_TOKEN="n0de"))
+            self.assertEqual(out.returncode, 0, out.stderr)
+            lines = out.stdout.strip().splitlines()
+            self.assertEqual(len(lines), 4, out.stdout)
+            printed = [(float(l.split("return ")[1].split(",")[0]), int(l.split("length ")[1])) for l in lines[:3]]
+            stats = [f for f in os.listdir(d) if f.endswith(".stats.json")]
+            with open(os.path.join(d, stats[0])) as f:
+                recorded = json.load(f)
+            self.assertEqual([r for r, _ in printed], recorded["episode_rewards"])
+            self.assertEqual([n for _, n in printed], recorded["episode_lengths"])
+            self.assertTrue(lines[3].startswith("summary: 3 episodes"), lines[3])
+        self.assertEqual(self.client_with_token().env_list_all(), {})  # it closed its instance
+
+    def client_with_token(self):
+        c = client.Client(self.base, token="n0de")
+        self.addCleanup(c.close)
+        return c
+
+    def test_clear_errors(self):
+        out = self.run_agent("--url", self.base, "--token", "wrong")
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("HTTP 401", out.stderr)
+        out = self.run_agent("--url", self.base, "--token", "n0de", "--env", "Nope-v0")
+        self.assertIn("Nope-v0", out.stderr)
+        out = self.run_agent("--url", f"http://127.0.0.1:{free_port()}")
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("no gymhttp server answered", out.stderr)
+        self.assertNotIn("    at ", out.stderr)  # no stack trace
