@@ -2300,7 +2300,7 @@ def run(server: GymHTTPServer) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-    print(f"gymhttp {__version__} serving on {server.url}/ (Ctrl-C to stop)", flush=True)
+    print(f"gymhttp {__version__} serving on {server.url}/ (the dashboard is at that URL; Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
     finally:
