@@ -9,6 +9,9 @@ gymnasium + numpy, nothing else.
 
     python gymhttp.py --port 5000
 
+then open http://127.0.0.1:5000/ for a live dashboard of the instances, or
+GET /v1/openapi.json for the API's OpenAPI 3.1 description.
+
 License: MIT (see LICENSE).
 """
 
