@@ -2710,3 +2710,20 @@ class TestNodeAgent(ServerTestCase):
         self.assertEqual(out.returncode, 1)
         self.assertIn("no gymhttp server answered", out.stderr)
         self.assertNotIn("    at ", out.stderr)  # no stack trace
+
+
+class TestRemoteEnvWithToken(ServerTestCase):
+    server_options = {"token": "t0ken"}
+
+    def test_token_is_sent_and_needed(self):
+        from gymnasium.utils.env_checker import check_env
+
+        with self.assertRaises(client.ServerError) as caught:
+            client.RemoteEnv(self.base, "CartPole-v1", token="wrong")
+        self.assertEqual(caught.exception.status_code, 401)
+        env = client.RemoteEnv(self.base, "CartPole-v1", token="t0ken", render_mode="rgb_array")
+        self.addCleanup(env.close)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            check_env(env)  # its twins (spec.make) carry the token too
+        self.assertEqual(env.reset(seed=1)[0].shape, (4,))
