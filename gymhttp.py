@@ -28,6 +28,7 @@ import collections
 import hmac
 import importlib
 import ipaddress
+import itertools
 import json
 import logging
 import math
@@ -824,6 +825,9 @@ class Instance:
             self.single_observation_space = env.single_observation_space
             self._returns = np.zeros(num_envs, dtype=np.float64)
             self._starts = np.zeros(num_envs, dtype=np.int64)  # self.steps when each episode began
+            # In NextStep autoreset the step after an episode's end is the reset: not part of either episode.
+            mode = getattr(env, "metadata", {}).get("autoreset_mode")
+            self._reset_step = int(str(getattr(mode, "value", mode)) == "NextStep")
         else:
             self._return, self._length = 0.0, 0
         self.array = raw_envelope if b64 else (lambda a: a.tolist())
@@ -836,12 +840,12 @@ class Instance:
         if self.vector:
             self._returns += reward
             if ended:
-                now = time.time()
-                for i in np.flatnonzero(done).tolist():
-                    self.recent.append((float(self._returns[i]), self.steps - int(self._starts[i]), now))
-                self.episodes += int(done.sum())
-                self._returns[done] = 0.0
-                self._starts[done] = self.steps
+                which = np.flatnonzero(done)
+                lengths = (self.steps - self._starts[which]).tolist()
+                self.recent.extend(zip(self._returns[which].tolist(), lengths, itertools.repeat(time.time())))
+                self.episodes += ended
+                self._returns[which] = 0.0
+                self._starts[which] = self.steps + self._reset_step
         else:
             self._return += reward
             self._length += 1
@@ -850,10 +854,12 @@ class Instance:
                 self.episodes += 1
                 self._return, self._length = 0.0, 0
 
-    def count_reset(self) -> None:
+    def count_reset(self, mask: np.ndarray | None = None) -> None:
+        """Start new episodes: every sub-env's, or those in a reset_mask."""
         if self.vector:
-            self._returns[:] = 0.0
-            self._starts[:] = self.steps
+            which = slice(None) if mask is None else mask
+            self._returns[which] = 0.0
+            self._starts[which] = self.steps
         else:
             self._return, self._length = 0.0, 0
 
@@ -1050,6 +1056,7 @@ def route_list(server: GymHTTPServer, params: dict) -> dict:
 def _reset(instance: Instance, seed: Any, options: dict | None) -> tuple:
     if instance.monitor is not None:
         instance.monitor.on_reset()
+    mask = options.get("reset_mask") if instance.vector and options else None  # SyncVectorEnv pops it
     try:
         observation, info = instance.env.reset(seed=seed, options=options)
     except Exception as exc:
@@ -1058,7 +1065,7 @@ def _reset(instance: Instance, seed: Any, options: dict | None) -> tuple:
     instance.broken = None
     instance.needs_reset = False
     instance.pending_seed = None
-    instance.count_reset()
+    instance.count_reset(mask)
     return observation, info
 
 

@@ -2727,3 +2727,40 @@ class TestRemoteEnvWithToken(ServerTestCase):
             warnings.simplefilter("ignore")
             check_env(env)  # its twins (spec.make) carry the token too
         self.assertEqual(env.reset(seed=1)[0].shape, (4,))
+
+
+class TestVectorEpisodes(ServerTestCase):
+    def test_recent_episodes_match_gymnasium_autoreset_semantics(self):
+        """Returns and lengths in the details equal a local replay, for each
+        autoreset mode: in NextStep the step after an end is the reset, and
+        belongs to no episode; in Disabled only the masked sub-envs restart."""
+        rng = np.random.default_rng(3)
+        for mode in ("NextStep", "SameStep", "Disabled"):
+            with self.subTest(mode):
+                iid = self.create(num_envs=3, vectorization_mode="sync", seed=0, vector_kwargs={"autoreset_mode": mode})
+                local = gymnasium.make_vec("CartPole-v1", num_envs=3, vectorization_mode="sync",
+                                           vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode(mode)})
+                self.post(f"/v1/envs/{iid}/reset/", {"seed": 0})
+                local.reset(seed=0)
+                returns, lengths, episodes = np.zeros(3), np.zeros(3, int), []
+                previous_done = np.zeros(3, bool)
+                for _ in range(120):
+                    action = rng.integers(0, 2, 3)
+                    reply = self.post(f"/v1/envs/{iid}/step/", {"action": action.tolist()})[2]
+                    _, reward, terminated, truncated, _ = local.step(action)
+                    done = terminated | truncated
+                    self.assertEqual(reply["done"], done.tolist())
+                    counted = ~previous_done if mode == "NextStep" else np.ones(3, bool)
+                    returns += np.where(counted, reward, 0)
+                    lengths += counted
+                    for i in np.flatnonzero(done):
+                        episodes.append((float(returns[i]), int(lengths[i])))
+                        returns[i], lengths[i] = 0, 0
+                    previous_done = done
+                    if mode == "Disabled" and done.any():
+                        self.post(f"/v1/envs/{iid}/reset/", {"options": {"reset_mask": done.tolist()}})
+                        local.reset(options={"reset_mask": done})
+                details = self.get(f"/v1/envs/{iid}/")[2]
+                self.assertGreater(len(episodes), 5)
+                self.assertEqual([(e["return"], e["length"]) for e in details["recent_episodes"]], episodes[-100:])
+                self.assertEqual(details["episodes"], len(episodes))
