@@ -10,6 +10,10 @@ unchanged; ``reset``/``step`` give the Gymnasium shapes.
         observation, info = c.reset(env)
         observation, reward, terminated, truncated, info = c.step(env, 0)
 
+``RemoteEnv(url, env_id, **make_kwargs)`` is a ``gymnasium.Env`` backed by
+a server instance; it imports gymnasium and numpy when first used, so that
+this module itself needs only the standard library.
+
 License: MIT.
 """
 
