@@ -1084,7 +1084,15 @@ def route_reset(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
         _live(instance)
         if seed is None:
             seed = instance.pending_seed
-        observation, info = _reset(instance, seed, options)
+        try:
+            observation, info = _reset(instance, seed, options)
+        except gymnasium.error.Error as exc:
+            if isinstance(seed, list):  # e.g. CartPole's vector_entry_point env takes one int
+                raise bad_request(
+                    f"This vector env refused a list of seeds ({cut(str(exc))}); "
+                    "pass one integer seed, from which it seeds its sub-envs"
+                )
+            raise
         return {"observation": instance.observation.encode(observation), "info": info}
 
 

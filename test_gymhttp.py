@@ -2764,3 +2764,11 @@ class TestVectorEpisodes(ServerTestCase):
                 self.assertGreater(len(episodes), 5)
                 self.assertEqual([(e["return"], e["length"]) for e in details["recent_episodes"]], episodes[-100:])
                 self.assertEqual(details["episodes"], len(episodes))
+
+    def test_a_seed_list_refused_by_the_env_is_a_bad_request(self):
+        iid = self.create(num_envs=3, vectorization_mode="vector_entry_point")
+        self.assertError(self.post(f"/v1/envs/{iid}/reset/", {"seed": [1, 2, 3]}), 400, "one integer seed")
+        self.assertEqual(self.post(f"/v1/envs/{iid}/reset/", {"seed": 1})[0], 200)
+        self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": [0, 1, 0]})[0], 200)
+        sync = self.create(num_envs=3, vectorization_mode="sync")
+        self.assertEqual(self.post(f"/v1/envs/{sync}/reset/", {"seed": [1, 2, 3]})[0], 200)
