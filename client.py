@@ -595,17 +595,14 @@ def _from_wire(space: Any, value: Any) -> Any:
 
 
 def _to_wire(value: Any) -> Any:
-    """An action as JSON-ready data: large arrays as base64 envelopes."""
-    if hasattr(value, "dtype") and hasattr(value, "tobytes"):
-        if getattr(value, "size", 0) >= 64:
-            return encode_array(value)
-        return value.tolist()
+    """An action with its large arrays as base64 envelopes; small arrays and
+    numpy scalars are left to the JSON encoder's ``_default``."""
+    if getattr(value, "size", 0) >= 64 and hasattr(value, "tobytes"):
+        return encode_array(value)
     if isinstance(value, (tuple, list)):
         return [_to_wire(v) for v in value]
     if isinstance(value, dict):
         return {k: _to_wire(v) for k, v in value.items()}
-    if hasattr(value, "item"):
-        return value.item()
     if hasattr(value, "nodes") and hasattr(value, "edge_links"):  # a GraphInstance
         return {"nodes": _to_wire(value.nodes), "edges": _to_wire(value.edges), "edge_links": _to_wire(value.edge_links)}
     return value

@@ -25,6 +25,7 @@ import argparse
 import base64
 import binascii
 import collections
+import functools
 import hmac
 import importlib
 import ipaddress
@@ -53,9 +54,15 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
-import gymnasium
-import numpy as np
-from gymnasium import spaces
+try:
+    import gymnasium
+    import numpy as np
+    from gymnasium import spaces
+except ImportError as exc:  # run as a script without its two dependencies: say so in one line
+    if __name__ != "__main__":
+        raise
+    print(f"gymhttp: {exc}; install its dependencies with: pip install -r requirements.txt", file=sys.stderr)
+    sys.exit(2)
 
 __version__ = "1.0.0"
 __all__ = ["GymHTTPServer", "HTTPError", "make_server", "serve", "run", "main", "__version__"]
@@ -792,6 +799,12 @@ class Monitor:
             os.replace(tmp, path)
 
 
+def autoreset_mode(env: Any) -> str | None:
+    """A vector env's autoreset mode by name ("NextStep", "SameStep", "Disabled")."""
+    mode = (getattr(env, "metadata", None) or {}).get("autoreset_mode")
+    return None if mode is None else str(getattr(mode, "value", mode))
+
+
 class Instance:
     """One environment (or vector of environments) on the server.
 
@@ -826,8 +839,7 @@ class Instance:
             self._returns = np.zeros(num_envs, dtype=np.float64)
             self._starts = np.zeros(num_envs, dtype=np.int64)  # self.steps when each episode began
             # In NextStep autoreset the step after an episode's end is the reset: not part of either episode.
-            mode = getattr(env, "metadata", {}).get("autoreset_mode")
-            self._reset_step = int(str(getattr(mode, "value", mode)) == "NextStep")
+            self._reset_step = int(autoreset_mode(env) == "NextStep")
         else:
             self._return, self._length = 0.0, 0
         self.array = raw_envelope if b64 else (lambda a: a.tolist())
@@ -1355,8 +1367,7 @@ def route_shutdown(server: GymHTTPServer, params: dict) -> Response:
 
 def _peek(server: GymHTTPServer, instance_id: str) -> Instance:
     instance = server.envs.get(instance_id)
-    if instance.closed:
-        raise bad_request(f"Instance_id {instance.instance_id} unknown")
+    _live(instance)
     return instance
 
 
@@ -1367,8 +1378,7 @@ def _metadata(env: Any) -> dict:
     if metadata.get("render_fps") is not None:
         out["render_fps"] = sanitize(metadata["render_fps"])
     if "autoreset_mode" in metadata:
-        mode = metadata["autoreset_mode"]
-        out["autoreset_mode"] = str(getattr(mode, "value", mode))
+        out["autoreset_mode"] = autoreset_mode(env)
     return out
 
 
@@ -1477,7 +1487,7 @@ def route_openapi(server: GymHTTPServer, params: dict) -> Response:
 
 
 def route_dashboard(server: GymHTTPServer, params: dict) -> Response:
-    return Response(HTTPStatus.OK, DASHBOARD_HTML.encode("utf-8"), HTML_TYPE, {"Content-Security-Policy": DASHBOARD_CSP})
+    return Response(HTTPStatus.OK, DASHBOARD_PAGE, HTML_TYPE, {"Content-Security-Policy": DASHBOARD_CSP})
 
 
 ROUTES: list[tuple[str, str, Callable]] = [
@@ -1779,7 +1789,6 @@ API_DOCS: dict[tuple[str, str], dict] = {
     ("POST", "/v1/shutdown"): _operation("shutdown_server", "Stop the server (loopback, or with the token)", reply=_MESSAGE),
 }
 
-_OPENAPI_JSON: bytes | None = None
 
 
 def openapi_document() -> dict:
@@ -1806,12 +1815,10 @@ def openapi_document() -> dict:
     }
 
 
+@functools.cache
 def openapi_json() -> bytes:
     """The document as JSON bytes, built once."""
-    global _OPENAPI_JSON
-    if _OPENAPI_JSON is None:
-        _OPENAPI_JSON = json.dumps(openapi_document(), indent=1).encode()
-    return _OPENAPI_JSON
+    return json.dumps(openapi_document(), indent=1).encode()
 
 # ---------------------------------------------------------------------------
 # Request handler
@@ -2730,6 +2737,7 @@ frames();
 </body>
 </html>
 '''
+DASHBOARD_PAGE = DASHBOARD_HTML.encode("utf-8")
 
 if __name__ == "__main__":
     sys.exit(main())
