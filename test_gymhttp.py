@@ -1116,9 +1116,6 @@ class TestCommandLine(unittest.TestCase):
             self.assertIn(flag, out.stdout)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 # ---------------------------------------------------------------------------
 # The wire: keep-alive, framing, reconnects
@@ -2772,3 +2769,7 @@ class TestVectorEpisodes(ServerTestCase):
         self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": [0, 1, 0]})[0], 200)
         sync = self.create(num_envs=3, vectorization_mode="sync")
         self.assertEqual(self.post(f"/v1/envs/{sync}/reset/", {"seed": [1, 2, 3]})[0], 200)
+
+
+if __name__ == "__main__":
+    unittest.main()
