@@ -28,7 +28,9 @@ import select
 import socket
 import struct
 import sys
-from typing import Any
+import threading
+import time
+from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
 # RemoteEnv is public too, but not in __all__: it imports gymnasium, and
@@ -192,6 +194,30 @@ _dumps = json.JSONEncoder(separators=(",", ":"), default=_default).encode
 # -- the connection -------------------------------------------------------------
 
 
+def _preemption_counter() -> Callable[[], int] | None:
+    """A counter of this thread's involuntary context switches, or None where
+    there is none (Windows) or no poll() to spin with: then we never spin."""
+    try:
+        import resource
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    except (ImportError, OSError):
+        return None
+    if cores < 2 or not hasattr(select, "poll"):
+        return None  # on one core, busy-polling only delays the server
+    who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+    return lambda: resource.getrusage(who).ru_nivcsw
+
+
+_PREEMPTIONS = _preemption_counter()
+# Busy-polling pays only while this thread has a core to itself.  A thread
+# that has the core most of the time is preempted about once in a thousand
+# spins (timers, other daemons); with more busy threads than cores, in tens.
+SPIN_SAMPLE = 256  # spins per verdict
+SPIN_PREEMPTED_MAX = 4  # more preemptions than this in a sample: cores are contended
+SPIN_BACKOFF = 1.0  # seconds without spinning after that, doubling while it recurs
+SPIN_BACKOFF_MAX = 30.0
+
+
 class _Connection:
     """One persistent HTTP/1.1 connection, lean on purpose.
 
@@ -200,10 +226,51 @@ class _Connection:
     status line, the headers it needs and the body.
     """
 
-    def __init__(self, host: str, port: int, timeout: float):
+    def __init__(self, host: str, port: int, timeout: float, spin: float = 0.0):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rfile = self.sock.makefile("rb", buffering=65536)
+        self.spin = spin if _PREEMPTIONS is not None else 0.0
+        self._sent = 0.0  # perf_counter() when the last request left
+        self._waited = 0.0  # how long the last reply took to start arriving
+        self._calm_until = 0.0  # no spinning before this perf_counter()
+        self._spins = self._preempted = 0  # in the current sample
+        self._backoff = SPIN_BACKOFF
+        self._poll: Any = None
+        self.spun = 0  # replies waited for by polling, all told
+
+    def _spin_for_reply(self) -> None:
+        """Busy-poll for the reply while replies come within ``spin`` seconds.
+
+        A thread that blocks lets its core go idle, and waking it costs tens
+        of microseconds (far more on a VM) per request.  Only in a process
+        with one Python thread: the loop holds the GIL between polls.  When
+        the OS often takes the core away from the loop, other processes need
+        it (more busy processes than cores) and spinning would slow the
+        server down: then it stops for SPIN_BACKOFF seconds.
+        """
+        clock = time.perf_counter
+        if self._waited > self.spin or self._sent < self._calm_until or threading.active_count() > 1:
+            return
+        poll = self._poll
+        if poll is None:
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            poll = self._poll = poller.poll
+        end = self._sent + self.spin
+        preempted = _PREEMPTIONS()
+        while not poll(0) and clock() < end:
+            pass
+        self._preempted += _PREEMPTIONS() != preempted
+        self._spins += 1
+        self.spun += 1
+        if self._preempted > SPIN_PREEMPTED_MAX:  # contended: back off, longer each time in a row
+            self._calm_until = clock() + self._backoff
+            self._backoff = min(2 * self._backoff, SPIN_BACKOFF_MAX)
+            self._spins = self._preempted = 0
+        elif self._spins == SPIN_SAMPLE:  # a clean sample
+            self._backoff = SPIN_BACKOFF
+            self._spins = self._preempted = 0
 
     def usable(self) -> bool:
         """False when the server closed this connection while it sat idle.
@@ -219,13 +286,18 @@ class _Connection:
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
+        self._sent = time.perf_counter()
 
     def read_response(self, method: str) -> tuple[int, str, bytes, bool]:
         """(status, reason, body, keep-alive) of the next response."""
         rfile = self.rfile
+        if self.spin:
+            self._spin_for_reply()
         line = rfile.readline(65537)
         if not line:
             raise ConnectionError("connection closed")
+        if self.spin:
+            self._waited = time.perf_counter() - self._sent
         version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
         code, _, reason = rest.partition(" ")
         status = int(code)
@@ -286,7 +358,10 @@ class Client:
     each thread its own Client.
     """
 
-    def __init__(self, remote_base: str = "http://127.0.0.1:5000", *, token: str | None = None, timeout: float = 60.0):
+    def __init__(
+        self, remote_base: str = "http://127.0.0.1:5000", *, token: str | None = None, timeout: float = 60.0,
+        spin_us: int = 1000,
+    ):
         self.remote_base = remote_base.rstrip("/")
         parts = urlsplit(self.remote_base if "//" in self.remote_base else "http://" + self.remote_base)
         if parts.scheme not in ("http", ""):
@@ -294,6 +369,7 @@ class Client:
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
         self._prefix = parts.path.rstrip("/")
         self.timeout = timeout
+        self.spin_us = spin_us
         token = token if token is not None else os.environ.get("GYMHTTP_TOKEN")
         host_header = self._host if parts.port is None else f"{self._host}:{self._port}"
         if ":" in self._host:
@@ -368,7 +444,7 @@ class Client:
     def _open(self) -> _Connection:
         self._drop()
         try:
-            self._conn = _Connection(self._host, self._port, self.timeout)
+            self._conn = _Connection(self._host, self._port, self.timeout, max(0, self.spin_us) / 1e6)
         except OSError as exc:
             raise ConnectionError(f"cannot reach the gymhttp server at {self.remote_base}: {exc}") from exc
         return self._conn

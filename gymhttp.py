@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import secrets
+import select
 import signal
 import socket
 import struct
@@ -76,6 +77,18 @@ DEFAULT_PORT = 5000
 DEFAULT_MAX_ENVS = 1024
 DEFAULT_MAX_BODY = 16 * 1024 * 1024  # a 1024-env step of 84x84x3 actions still fits
 DEFAULT_TIMEOUT = 120.0  # seconds a connection may sit idle or stall
+# Microseconds to busy-poll for the next request of a client that steps fast.
+# A core that blocks goes idle, and waking an idle core costs tens of
+# microseconds (far more on a VM) per request.
+DEFAULT_SPIN_US = 500
+SOLE_SECONDS = 0.1  # a connection spins after being the only one to send requests this long
+# The OS preempting a spinning thread often means other processes need the
+# core (see _spin_for_request); a thread with a core to itself is preempted
+# about once in a thousand spins, by timers and daemons.
+SPIN_SAMPLE = 256  # spins per verdict
+SPIN_PREEMPTED_MAX = 4  # more preemptions than this in a sample: the cores are contended
+SPIN_BACKOFF = 1.0  # seconds without spinning after that, doubling while it recurs
+SPIN_BACKOFF_MAX = 30.0
 MAX_NUM_ENVS = 4096  # sub-environments in one vector instance
 MAX_REQUEST_LINE = 8192
 MAX_HEADER_LINE = 8192
@@ -1820,9 +1833,28 @@ def openapi_json() -> bytes:
     """The document as JSON bytes, built once."""
     return json.dumps(openapi_document(), indent=1).encode()
 
+
 # ---------------------------------------------------------------------------
 # Request handler
 # ---------------------------------------------------------------------------
+
+
+def _preemption_counter() -> Callable[[], int] | None:
+    """This thread's count of involuntary context switches, or None where
+    busy-polling is off: no such count (Windows), no poll(), or one core
+    (where spinning only takes the core from the client we wait for)."""
+    try:
+        import resource
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    except (ImportError, OSError):
+        return None
+    if cores < 2 or not hasattr(select, "poll"):
+        return None
+    who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+    return lambda: resource.getrusage(who).ru_nivcsw
+
+
+_PREEMPTIONS = _preemption_counter()
 
 
 class GymHTTPRequestHandler(BaseHTTPRequestHandler):
@@ -1854,12 +1886,63 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         finally:
             server.untrack(self)
 
+    _gap = math.inf  # seconds from our last reply to the next request
+    _replied = 0.0  # perf_counter() when the last reply was sent
+    _calm_until = 0.0  # no spinning before this perf_counter()
+    _spins = _preempted = 0  # in the current sample
+    _backoff = SPIN_BACKOFF
+    _poll: Callable | None = None
+    spun = 0  # requests waited for by polling, all told
+
+    def _spin_for_request(self, spin: float) -> None:
+        """Busy-poll up to ``spin`` seconds after our reply for the next request.
+
+        A thread that blocks lets its core go idle, and waking it costs tens
+        of microseconds (far more on a VM) per request.  So for a client that
+        steps fast, and is the only one stepping (the loop holds the GIL
+        between polls), we poll.  If the OS often takes the core from the
+        loop, other processes need it: then no spinning for SPIN_BACKOFF.
+        """
+        server = self.server
+        poll = self._poll
+        if poll is None:
+            poller = select.poll()
+            poller.register(self.connection, select.POLLIN)
+            poll = self._poll = poller.poll
+        end = self._replied + spin
+        clock = time.perf_counter
+        preempted = _PREEMPTIONS()
+        while not poll(0) and not server._inflight and clock() < end:
+            pass
+        self._preempted += _PREEMPTIONS() != preempted
+        self._spins += 1
+        self.spun += 1
+        if self._preempted > SPIN_PREEMPTED_MAX:  # contended: back off, longer each time in a row
+            self._calm_until = clock() + self._backoff
+            self._backoff = min(2 * self._backoff, SPIN_BACKOFF_MAX)
+            self._spins = self._preempted = 0
+        elif self._spins == SPIN_SAMPLE:  # a clean sample
+            self._backoff = SPIN_BACKOFF
+            self._spins = self._preempted = 0
+
     def handle_one_request(self) -> None:
         self.close_connection = True
+        server = self.server
+        spin = server.spin
+        if (
+            spin and self._gap <= spin and server._last_client is self and not server._inflight
+            and self._replied - server._last_switch > SOLE_SECONDS and self._replied > self._calm_until
+        ):
+            self._spin_for_request(spin)
         try:
             line = self.rfile.readline(MAX_REQUEST_LINE + 1)
         except (TimeoutError, OSError):
             return
+        if spin:
+            now = time.perf_counter()
+            self._gap = now - self._replied
+            if server._last_client is not self:
+                server._last_client, server._last_switch = self, now
         if not line:
             return
         server = self.server
@@ -1923,6 +2006,7 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
             self.reply(status, payload, content_type, extra)
         finally:
             server.end_request()
+            self._replied = time.perf_counter()
             server.track(self, time.monotonic() + server.timeout_seconds)
         if self.server.log_requests:
             log.info(
@@ -2075,6 +2159,7 @@ class GymHTTPServer(ThreadingHTTPServer):
         monitor_root: str | None = None,
         imports: tuple[str, ...] = (),
         log_requests: bool = False,
+        spin_us: int = DEFAULT_SPIN_US,
     ):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -2088,6 +2173,9 @@ class GymHTTPServer(ThreadingHTTPServer):
         self.monitor_root = os.path.realpath(monitor_root) if monitor_root else None
         self.allowed_imports = frozenset(imports)
         self.log_requests = log_requests
+        self.spin = max(0, spin_us) / 1e6 if _PREEMPTIONS is not None else 0.0  # seconds
+        self._last_client: GymHTTPRequestHandler | None = None  # the connection that sent the last request
+        self._last_switch = 0.0  # perf_counter() when that last changed
         self.loopback = _is_loopback(address[0])
         self.drain_seconds = 30.0
         self._shutdown_started = threading.Event()
@@ -2350,11 +2438,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS", help="close instances untouched this long (default: off)")
     parser.add_argument("--token", default=os.environ.get("GYMHTTP_TOKEN"), help="require 'Authorization: Bearer TOKEN' (default: $GYMHTTP_TOKEN, else none)")
     parser.add_argument("--monitor-root", default=None, metavar="DIR", help="confine monitor directories to DIR (default: %(default)s)")
+    parser.add_argument(
+        "--spin-us", type=int, default=DEFAULT_SPIN_US, metavar="MICROSECONDS",
+        help="after a reply, busy-poll this long for the next request of a client that steps fast; 0 turns it off (default: %(default)s)",
+    )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="server log level (default: %(default)s)")
     args = parser.parse_args(argv)
     for flag, value in (("--max-envs", args.max_envs), ("--max-body", args.max_body), ("--timeout", args.timeout)):
         if value <= 0:
             parser.error(f"{flag} must be positive, not {value}")
+    if args.spin_us < 0:
+        parser.error(f"--spin-us must be 0 (off) or positive, not {args.spin_us}")
     if args.idle_timeout is not None and args.idle_timeout <= 0:
         parser.error(f"--idle-timeout must be positive, not {args.idle_timeout}")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s gymhttp %(levelname)s %(message)s")
@@ -2369,7 +2463,7 @@ def main(argv: list[str] | None = None) -> int:
         server = make_server(
             args.listen, args.port, imports=tuple(args.imports), max_envs=args.max_envs, max_body=args.max_body,
             timeout=args.timeout, idle_timeout=args.idle_timeout, token=args.token, monitor_root=args.monitor_root,
-            log_requests=args.log_level in ("debug", "info"),
+            log_requests=args.log_level in ("debug", "info"), spin_us=args.spin_us,
         )
     except OSError as exc:
         print(f"gymhttp: error: cannot listen on {args.listen}:{args.port}: {exc.strerror or exc}", file=sys.stderr)

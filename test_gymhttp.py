@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import unittest
+import unittest.mock
 import warnings
 
 import gymnasium
@@ -1210,6 +1211,152 @@ class TestKeepAlive(ServerTestCase):
             self.assertTrue(head.startswith(b"HTTP/1.1 200"))
             self.assertGreater(len(body), 0)
         self.assertTrue(all(nodelay), nodelay)
+
+
+def step_for(c: client.Client, iid: str, seconds: float) -> int:
+    """Step CartPole as fast as the wire allows for ``seconds``; returns the count."""
+    end, count = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        _, _, terminated, truncated, _ = c.step(iid, count & 1)
+        count += 1
+        if terminated or truncated:
+            c.reset(iid)
+    return count
+
+
+def preempted_every_time():
+    """A stand-in involuntary-context-switch counter that goes up on every read."""
+    counter = iter(range(10**9))
+    return lambda: next(counter)
+
+
+POLLING = unittest.skipIf(gymhttp._PREEMPTIONS is None, "busy-polling is off on one core or without getrusage()/poll()")
+
+
+@POLLING
+class TestServerBusyPolling(ServerTestCase):
+    """The server polls for the next request of a fast client that is the only
+    one stepping; it stops when the client pauses, and costs nothing idle."""
+
+    def start_stepping(self, c):
+        iid = c.env_create("CartPole-v1", seed=0)
+        c.reset(iid)
+        step_for(c, iid, gymhttp.SOLE_SECONDS + 0.15)
+        return iid
+
+    def handler_of(self):
+        handlers = [h for h in list(self.server._connections) if h.spun or h._replied]
+        self.assertEqual(len(handlers), 1, handlers)
+        return handlers[0]
+
+    def test_fast_sole_client_is_polled_for_and_an_idle_server_spends_no_cpu(self):
+        self.start_stepping(self.client)
+        handler = self.handler_of()
+        self.assertGreater(handler.spun, 10)
+        before = time.process_time()  # every thread of this process, the server's included
+        time.sleep(0.4)
+        self.assertLess(time.process_time() - before, 0.1, "the server kept spinning while the client was idle")
+        spun = handler.spun
+        self.client.env_list_all()
+        self.assertEqual(handler.spun, spun, "a request after a long pause was polled for")
+
+    def test_clients_taking_turns_are_not_polled_for(self):
+        other = client.Client(self.base)
+        self.addCleanup(other.close)
+        mine, theirs = self.client.env_create("CartPole-v1"), other.env_create("CartPole-v1")
+        self.client.reset(mine)
+        other.reset(theirs)
+        end = time.monotonic() + gymhttp.SOLE_SECONDS + 0.15
+        while time.monotonic() < end:
+            for c, iid in ((self.client, mine), (other, theirs)):
+                if any(c.step(iid, 0)[2:4]):
+                    c.reset(iid)
+        handlers = [h for h in list(self.server._connections) if h._replied]
+        self.assertEqual(len(handlers), 2)
+        self.assertEqual([h.spun for h in handlers], [0, 0])
+
+    def test_backs_off_when_the_os_keeps_taking_the_core(self):
+        with unittest.mock.patch.object(gymhttp, "_PREEMPTIONS", preempted_every_time()):
+            iid = self.start_stepping(self.client)
+            handler = self.handler_of()
+            # More than SPIN_PREEMPTED_MAX preempted spins: a pause that doubles each time.
+            self.assertEqual(handler.spun, gymhttp.SPIN_PREEMPTED_MAX + 1)
+            self.assertEqual(handler._backoff, 2 * gymhttp.SPIN_BACKOFF)
+            self.assertGreater(handler._calm_until, time.perf_counter())
+            step_for(self.client, iid, 0.1)
+            self.assertEqual(handler.spun, gymhttp.SPIN_PREEMPTED_MAX + 1)
+
+
+class TestServerBusyPollingOff(ServerTestCase):
+    server_options = {"spin_us": 0}
+
+    def test_spin_us_0_turns_it_off(self):
+        self.assertEqual(self.server.spin, 0)
+        iid = self.client.env_create("CartPole-v1")
+        self.client.reset(iid)
+        step_for(self.client, iid, gymhttp.SOLE_SECONDS + 0.15)
+        handlers = [h for h in list(self.server._connections) if h._replied]
+        self.assertEqual([h.spun for h in handlers], [0])
+
+
+@POLLING
+class TestClientBusyPolling(unittest.TestCase):
+    """The client polls for replies that come quickly, in a process with one
+    Python thread, and stops for a while when the OS keeps preempting it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.proc = subprocess.Popen([sys.executable, "gymhttp.py", "-p", "0"], cwd=HERE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, text=True)
+        cls.url = wait_for_line(cls.proc).split(" serving on ")[1].split()[0].rstrip("/")
+
+    @classmethod
+    def tearDownClass(cls):
+        with client.Client(cls.url) as c:
+            c.shutdown_server()
+        cls.proc.wait(20)
+        cls.proc.stdout.close()
+
+    def setUp(self):
+        # Other tests leave daemon threads behind; the server here is another process, so no GIL is shared.
+        patcher = unittest.mock.patch.object(client.threading, "active_count", return_value=1)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        self.client = client.Client(self.url)
+        self.addCleanup(self.client.close)
+        self.iid = self.client.env_create("CartPole-v1", seed=0)
+        self.client.reset(self.iid)
+        self.spun_before = self.client._conn.spun
+
+    def test_quick_replies_are_polled_for(self):
+        count = step_for(self.client, self.iid, 0.2)
+        self.assertGreater(self.client._conn.spun - self.spun_before, count // 2)
+
+    def test_backs_off_when_preempted_and_resumes_after_a_clean_sample(self):
+        conn = self.client._conn
+        with unittest.mock.patch.object(client, "_PREEMPTIONS", preempted_every_time()):
+            step_for(self.client, self.iid, 0.2)
+        self.assertEqual(conn.spun - self.spun_before, client.SPIN_PREEMPTED_MAX + 1)
+        self.assertEqual(conn._backoff, 2 * client.SPIN_BACKOFF)
+        self.assertGreater(conn._calm_until, time.perf_counter())
+        conn._calm_until = 0.0  # the pause is over
+        with unittest.mock.patch.object(client, "_PREEMPTIONS", lambda: 0):
+            for _ in range(client.SPIN_SAMPLE + 10):
+                self.client.step(self.iid, 0)
+                conn._waited = 0.0  # count every request, however long the env took
+        self.assertEqual(conn._backoff, client.SPIN_BACKOFF)
+
+    def test_spin_us_0_turns_it_off(self):
+        with client.Client(self.url, spin_us=0) as c:
+            iid = c.env_create("CartPole-v1")
+            c.reset(iid)
+            step_for(c, iid, 0.1)
+            self.assertEqual(c._conn.spun, 0)
+
+    def test_other_python_threads_turn_it_off(self):
+        with unittest.mock.patch.object(client.threading, "active_count", return_value=2):
+            step_for(self.client, self.iid, 0.1)
+        self.assertEqual(self.client._conn.spun, self.spun_before)
 
 
 class TestReconnect(ServerTestCase):

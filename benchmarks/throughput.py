@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import select
 import socket
 import subprocess
 import sys
@@ -28,8 +29,11 @@ import numpy as np  # noqa: E402
 
 import client  # noqa: E402
 
+# The floor: an echo server in another process.  With "poll" it busy-polls
+# for the next message instead of blocking, as gymhttp does by default.
 ECHO_SERVER = r"""
-import socket, sys
+import select, socket, sys
+spin = sys.argv[1:] == ["poll"]
 srv = socket.socket()
 srv.bind(("127.0.0.1", 0))
 srv.listen()
@@ -37,7 +41,11 @@ print(srv.getsockname()[1], flush=True)
 while True:
     conn, _ = srv.accept()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    poller = select.poll()
+    poller.register(conn, select.POLLIN)
     while True:
+        while spin and not poller.poll(0):
+            pass
         data = conn.recv(65536)
         if not data:
             break
@@ -96,13 +104,23 @@ def in_process(seconds: float) -> float:
     return rate(step, seconds)
 
 
-def tcp_floor(port: int, seconds: float) -> float:
+def start_echo(poll: bool) -> tuple[subprocess.Popen, int]:
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, *(["poll"] if poll else [])], stdout=subprocess.PIPE, text=True)
+    return echo, int(echo.stdout.readline())
+
+
+def tcp_floor(port: int, seconds: float, poll: bool = False) -> float:
+    """Round trips/s of 64 bytes to the echo server; with ``poll`` this end busy-polls too."""
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     message = b"x" * 64
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
 
     def roundtrip():
         sock.sendall(message)
+        while poll and not poller.poll(0):
+            pass
         sock.recv(65536)
 
     try:
@@ -111,8 +129,8 @@ def tcp_floor(port: int, seconds: float) -> float:
         sock.close()
 
 
-def single_client(url: str, seconds: float) -> float:
-    with client.Client(url) as c:
+def single_client(url: str, seconds: float, spin_us: int = 1000) -> float:
+    with client.Client(url, spin_us=spin_us) as c:
         iid = c.env_create("CartPole-v1", seed=0)
         c.reset(iid)
         state = {"t": 0}
@@ -129,10 +147,10 @@ def single_client(url: str, seconds: float) -> float:
             c.env_close(iid)
 
 
-def vector(url: str, num_envs: int, encoding: str, seconds: float) -> float:
+def vector(url: str, num_envs: int, encoding: str, seconds: float, spin_us: int = 1000) -> float:
     """Env-steps per second of a CartPole vector instance over HTTP."""
     rng = np.random.default_rng(0)
-    with client.Client(url) as c:
+    with client.Client(url, spin_us=spin_us) as c:
         iid = c.env_create("CartPole-v1", num_envs=num_envs, encoding=encoding, seed=0)
         c.reset(iid)
 
@@ -234,39 +252,53 @@ def main(argv: list[str] | None = None) -> int:
     seconds = 0.05 if args.quick else args.seconds
     sizes = (64,) if args.quick else (64, 256, 1024)
 
-    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
-    echo_port = int(echo.stdout.readline())
+    echo, echo_port = start_echo(poll=False)
+    polling_echo, polling_echo_port = start_echo(poll=True)
     server, url = start_server()
+    still, still_url = start_server(["--spin-us", "0"])  # busy-polling off, for comparison
     rows: list[tuple[str, str, str]] = []
     checks: list[tuple[str, float, str, bool]] = []
     try:
         # Best of three everywhere, alternating the things compared, so that
         # both sides of a ratio see the same machine (this VM's speed wanders).
         rounds = 1 if args.quick else 3
-        floors, singles, locals_ = [], [], []
+        floors, polling_floors, singles, still_singles, locals_ = [], [], [], [], []
         for _ in range(rounds):
             locals_.append(in_process(seconds))
             floors.append(tcp_floor(echo_port, seconds))
             singles.append(single_client(url, seconds))
+            polling_floors.append(tcp_floor(polling_echo_port, seconds, poll=True))
+            still_singles.append(single_client(still_url, seconds, spin_us=0))
         floor, single, local = max(floors), max(singles), max(locals_)
+        polling_floor, still_single = max(polling_floors), max(still_singles)
         vec = {}
         for n in sizes:
             for encoding in ("list", "base64"):
                 vec[n, encoding] = 0.0
+            if n == 256:
+                vec[n, "still"] = 0.0
             for _ in range(rounds):
                 for encoding in ("list", "base64"):
                     vec[n, encoding] = max(vec[n, encoding], vector(url, n, encoding, seconds))
+                if n == 256:
+                    vec[n, "still"] = max(vec[n, "still"], vector(still_url, n, "base64", seconds, spin_us=0))
             local = max(local, in_process(seconds))  # and the baseline again, beside them
         rows += [
             ("CartPole in-process, one env", f"{local:,.0f} steps/s", ""),
             ("bare TCP round trips between two processes (the floor)", f"{floor:,.0f} round trips/s", ""),
-            ("CartPole through client.Client, one client", f"{single:,.0f} steps/s", f"{single / floor:.2f} x floor"),
+            ("the same, both ends busy-polling", f"{polling_floor:,.0f} round trips/s", f"{polling_floor / floor:.2f} x floor"),
+            ("CartPole through client.Client, one client", f"{single:,.0f} steps/s",
+             f"{single / floor:.2f} x floor, {single / polling_floor:.2f} x polling floor"),
+            ("the same, busy-polling off (--spin-us 0, spin_us=0)", f"{still_single:,.0f} steps/s", f"{still_single / floor:.2f} x floor"),
         ]
         checks.append(("single client / TCP floor", single / floor, ">= 0.25", single / floor >= 0.25))
         for n in sizes:
             for encoding in ("list", "base64"):
                 rows.append((f"CartPole vector, {n} envs, {encoding}", f"{vec[n, encoding]:,.0f} env-steps/s",
                              f"{vec[n, encoding] / local:.2f} x in-process"))
+            if (n, "still") in vec:
+                rows.append((f"CartPole vector, {n} envs, base64, busy-polling off", f"{vec[n, 'still']:,.0f} env-steps/s",
+                             f"{vec[n, 'still'] / local:.2f} x in-process"))
         if (256, "base64") in vec:
             ratio = vec[256, "base64"] / local
             checks.append(("256-env vector base64 / in-process", ratio, ">= 4", ratio >= 4))
@@ -292,11 +324,13 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("server memory per idle CartPole instance", f"{memory / 1024:,.0f} KiB", ""))
         checks.append(("KiB per idle instance", memory / 1024, "< 1024", memory < 1024 * 1024))
     finally:
-        with client.Client(url) as c:
-            c.shutdown_server()
-        server.wait(30)
-        echo.kill()
-        echo.wait()
+        for proc, address in ((server, url), (still, still_url)):
+            with client.Client(address) as c:
+                c.shutdown_server()
+            proc.wait(30)
+        for proc in (echo, polling_echo):
+            proc.kill()
+            proc.wait()
 
     cpu = platform.processor() or platform.machine()
     print(f"gymhttp throughput, Python {platform.python_version()}, {os.cpu_count()} cores ({cpu}), "
