@@ -2159,7 +2159,7 @@ class GymHTTPServer(ThreadingHTTPServer):
         monitor_root: str | None = None,
         imports: tuple[str, ...] = (),
         log_requests: bool = False,
-        spin_us: int = DEFAULT_SPIN_US,
+        spin_us: int = 0,
     ):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -2375,7 +2375,9 @@ def make_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **options: A
 
     Run it with ``serve_forever()``, in a thread if you like; stop it with
     ``POST /v1/shutdown/`` or ``shutdown()``, then call ``server_close()``.
-    Options are the keyword arguments of :class:`GymHTTPServer`.
+    Options are the keyword arguments of :class:`GymHTTPServer`; busy-polling
+    is off (``spin_us=0``) unless you pass ``spin_us``, since a server in a
+    thread shares the GIL with the rest of the process.
     """
     return GymHTTPServer((host, port), **options)
 
@@ -2386,11 +2388,19 @@ def import_modules(names: list[str]) -> None:
         importlib.import_module(name)
 
 
-def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, imports: tuple[str, ...] = (), **options: Any) -> None:
+def serve(
+    host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, imports: tuple[str, ...] = (), spin_us: int = DEFAULT_SPIN_US,
+    **options: Any,
+) -> None:
     """Import ``imports``, then serve on ``host:port`` until shut down (a
-    signal or ``POST /v1/shutdown/``), then close every env."""
+    signal or ``POST /v1/shutdown/``), then close every env.
+
+    As a program of its own, the server busy-polls for fast clients
+    (``spin_us``); :func:`make_server` does not unless asked, because a
+    server in a thread of your program shares the GIL with it.
+    """
     import_modules(list(imports))
-    run(make_server(host, port, imports=tuple(imports), **options))
+    run(make_server(host, port, imports=tuple(imports), spin_us=spin_us, **options))
 
 
 def run(server: GymHTTPServer) -> None:
