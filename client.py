@@ -753,7 +753,11 @@ def _build_remote_env() -> type:
             kwargs = dict(make_kwargs)
             if render_mode is not None:
                 kwargs["render_mode"] = render_mode
-            self.instance_id: str | None = self._client.env_create(env_id, kwargs=kwargs or None, encoding="base64")
+            try:
+                self.instance_id: str | None = self._client.env_create(env_id, kwargs=kwargs or None, encoding="base64")
+            except BaseException:
+                self._client.close()  # nothing was made; don't leave the connection behind
+                raise
             self._finalizer = weakref.finalize(self, _close_remote, self._client, self.instance_id)
             details = self._client.env_details(self.instance_id)
             self.action_space = space_from_description(self._client.env_action_space_info(self.instance_id))

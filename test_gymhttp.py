@@ -2686,8 +2686,11 @@ class TestOpenAPI(ServerTestCase):
         iid = iid["instance_id"]
         self.check("GET", "/v1/envs", c._get_request("/v1/envs/"))
         self.check("POST", "/v1/envs/{instance_id}/reset", c._post_request(f"/v1/envs/{iid}/reset/", {"seed": 0}))
-        for _ in range(30):
-            self.check("POST", "/v1/envs/{instance_id}/step", c._post_request(f"/v1/envs/{iid}/step/", {"action": 1}))
+        for _ in range(30):  # through an episode's end, so that the details hold one
+            step = c._post_request(f"/v1/envs/{iid}/step/", {"action": 1})
+            self.check("POST", "/v1/envs/{instance_id}/step", step)
+            if step["done"]:
+                self.check("POST", "/v1/envs/{instance_id}/reset", c._post_request(f"/v1/envs/{iid}/reset/", {}))
         self.check("GET", "/v1/envs/{instance_id}", c._get_request(f"/v1/envs/{iid}/"))
         self.check("GET", "/v1/envs/{instance_id}/action_space", c._get_request(f"/v1/envs/{iid}/action_space/"))
         self.check("GET", "/v1/envs/{instance_id}/observation_space", c._get_request(f"/v1/envs/{iid}/observation_space/"))
