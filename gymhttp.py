@@ -1941,7 +1941,8 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         if spin:
             now = time.perf_counter()
             self._gap = now - self._replied
-            if server._last_client is not self:
+            # Watching (the dashboard's GETs) does not stop polling for the agent that steps.
+            if server._last_client is not self and not line.startswith((b"GET ", b"HEAD ")):
                 server._last_client, server._last_switch = self, now
         if not line:
             return
@@ -2174,7 +2175,7 @@ class GymHTTPServer(ThreadingHTTPServer):
         self.allowed_imports = frozenset(imports)
         self.log_requests = log_requests
         self.spin = max(0, spin_us) / 1e6 if _PREEMPTIONS is not None else 0.0  # seconds
-        self._last_client: GymHTTPRequestHandler | None = None  # the connection that sent the last request
+        self._last_client: GymHTTPRequestHandler | None = None  # the connection that sent the last POST
         self._last_switch = 0.0  # perf_counter() when that last changed
         self.loopback = _is_loopback(address[0])
         self.drain_seconds = 30.0

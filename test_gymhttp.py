@@ -1276,6 +1276,20 @@ class TestServerBusyPolling(ServerTestCase):
         self.client.env_list_all()
         self.assertEqual(handler.spun, spun, "a request after a long pause was polled for")
 
+    def test_watching_from_another_connection_does_not_stop_it(self):
+        watcher = client.Client(self.base)
+        self.addCleanup(watcher.close)
+        iid = self.client.env_create("CartPole-v1")
+        self.client.reset(iid)
+        end = time.monotonic() + gymhttp.SOLE_SECONDS + 0.2
+        while time.monotonic() < end:
+            step_for(self.client, iid, 0.02)
+            watcher.env_details(iid)  # what the dashboard does, several times a second
+        handlers = sorted((h for h in list(self.server._connections) if h._replied), key=lambda h: h.spun)
+        self.assertEqual(len(handlers), 2)
+        self.assertEqual(handlers[0].spun, 0)
+        self.assertGreater(handlers[1].spun, 10)
+
     def test_clients_taking_turns_are_not_polled_for(self):
         other = client.Client(self.base)
         self.addCleanup(other.close)
