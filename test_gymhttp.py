@@ -1459,6 +1459,7 @@ class TestVector(ServerTestCase):
             self.assertEqual(list(np.asarray(reward)), list(l_reward))
             self.assertEqual(list(np.asarray(terminated)), list(l_term))
             self.assertEqual(list(np.asarray(truncated)), list(l_trunc))
+        local.close()
         return iid
 
     def test_sync_vector(self):
@@ -1471,6 +1472,20 @@ class TestVector(ServerTestCase):
 
     def test_vector_entry_point(self):
         self.check_against_local("vector_entry_point")
+
+    def test_async_vector_matches_local_and_close_ends_its_workers(self):
+        import multiprocessing
+
+        before = set(multiprocessing.active_children())
+        iid = self.check_against_local("async")
+        workers = set(multiprocessing.active_children()) - before
+        self.assertEqual(len(workers), 4)  # one process per sub-env, children of the server
+        env = self.server.envs.get(iid).env  # held, so that only an explicit close can end the workers
+        self.assertEqual(self.post(f"/v1/envs/{iid}/close/")[0], 204)
+        for worker in workers:
+            worker.join(10)
+        self.assertEqual([w.is_alive() for w in workers], [False] * 4)
+        self.assertTrue(env.closed)
 
     def test_vector_base64(self):
         self.check_against_local("vector_entry_point", "base64")
