@@ -201,7 +201,8 @@ class ServerTestCase(unittest.TestCase):
     server_options: dict = {}
 
     def setUp(self):
-        self.server = gymhttp.make_server("127.0.0.1", 0, **self.server_options)
+        # Busy-polling on, as `python gymhttp.py` runs by default.
+        self.server = gymhttp.make_server("127.0.0.1", 0, **{"spin_us": gymhttp.DEFAULT_SPIN_US, **self.server_options})
         self.port = self.server.server_address[1]
         self.base = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -1252,8 +1253,6 @@ class TestServerBusyPolling(ServerTestCase):
     """The server polls for the next request of a fast client that is the only
     one stepping; it stops when the client pauses, and costs nothing idle."""
 
-    server_options = {"spin_us": gymhttp.DEFAULT_SPIN_US}
-
     def start_stepping(self, c):
         iid = c.env_create("CartPole-v1", seed=0)
         c.reset(iid)
@@ -1318,7 +1317,14 @@ class TestServerBusyPolling(ServerTestCase):
 
 
 class TestServerBusyPollingOff(ServerTestCase):
+    server_options = {"spin_us": 0}
+
     def test_make_server_leaves_it_off(self):  # the server would share the GIL with this process
+        server = gymhttp.make_server("127.0.0.1", 0)
+        server.server_close()
+        self.assertEqual(server.spin, 0)
+
+    def test_spin_us_0_turns_it_off(self):
         self.assertEqual(self.server.spin, 0)
         iid = self.client.env_create("CartPole-v1")
         self.client.reset(iid)
