@@ -1839,6 +1839,9 @@ def openapi_json() -> bytes:
 # ---------------------------------------------------------------------------
 
 
+_STATUS_LINES = {status: f"HTTP/1.1 {status.value} {status.phrase}" for status in HTTPStatus}
+
+
 def _preemption_counter() -> Callable[[], int] | None:
     """This thread's count of involuntary context switches, or None where
     busy-polling is off: no such count (Windows), no poll(), or one core
@@ -1946,7 +1949,6 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
                 server._last_client, server._last_switch = self, now
         if not line:
             return
-        server = self.server
         # The whole request (line, headers, body) must arrive within --timeout.
         server.track(self, time.monotonic() + server.timeout_seconds)
         started = time.perf_counter() if self.server.log_requests else 0.0
@@ -2096,7 +2098,7 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         ``Content-Length`` always, except for 204 which has no body (RFC 9110);
         HEAD gets the headers of GET without the body.
         """
-        lines = [f"HTTP/1.1 {status.value} {status.phrase}"]
+        lines = [_STATUS_LINES[status]]
         if status is not HTTPStatus.NO_CONTENT:
             lines.append(f"Content-Type: {content_type}")
             lines.append(f"Content-Length: {len(body)}")
@@ -2331,7 +2333,8 @@ class GymHTTPServer(ThreadingHTTPServer):
     def end_request(self) -> None:
         with self._state:
             self._inflight -= 1
-            self._state.notify_all()
+            if self._shutdown_started.is_set():  # only _drain() waits on this
+                self._state.notify_all()
 
     def _watchdog(self) -> None:
         """Drop connections past their deadline: idle ones, and slow senders
