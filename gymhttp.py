@@ -1890,6 +1890,7 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
             server.untrack(self)
 
     _gap = math.inf  # seconds from our last reply to the next request
+    _succeeded = False  # the last request got a 1xx-3xx reply
     _replied = 0.0  # perf_counter() when the last reply was sent
     _calm_until = 0.0  # no spinning before this perf_counter()
     _spins = _preempted = 0  # in the current sample
@@ -1933,7 +1934,7 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         server = self.server
         spin = server.spin
         if (
-            spin and self._gap <= spin and server._last_client is self and not server._inflight
+            spin and self._succeeded and self._gap <= spin and server._last_client is self and not server._inflight
             and self._replied - server._last_switch > SOLE_SECONDS and self._replied > self._calm_until
         ):
             self._spin_for_request(spin)
@@ -2006,6 +2007,9 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
             return
         try:
             status, extra, payload, content_type = server.dispatch(self, body)
+            # Only a client whose requests succeed is polled for: not one
+            # without the token, nor one stuck in a loop of errors.
+            self._succeeded = status < HTTPStatus.BAD_REQUEST
             self.reply(status, payload, content_type, extra)
         finally:
             server.end_request()

@@ -1289,6 +1289,15 @@ class TestServerBusyPolling(ServerTestCase):
         self.assertEqual(handlers[0].spun, 0)
         self.assertGreater(handlers[1].spun, 10)
 
+    def test_a_client_whose_requests_fail_is_not_polled_for(self):
+        iid = self.client.env_create("CartPole-v1")
+        self.client.reset(iid)
+        end = time.monotonic() + gymhttp.SOLE_SECONDS + 0.15
+        while time.monotonic() < end:
+            with self.assertRaises(client.ServerError):
+                self.client.step(iid, 7)  # not in Discrete(2): a 400 every time
+        self.assertEqual(self.handler_of().spun, 0)
+
     def test_clients_taking_turns_are_not_polled_for(self):
         other = client.Client(self.base)
         self.addCleanup(other.close)
