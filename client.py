@@ -261,6 +261,7 @@ class _Connection:
         preempted = _PREEMPTIONS()
         while not poll(0) and clock() < end:
             pass
+        # The same back-off as gymhttp.py's: each file stands alone, so it is written twice.
         self._preempted += _PREEMPTIONS() != preempted
         self._spins += 1
         self.spun += 1

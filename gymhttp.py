@@ -1918,6 +1918,7 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         preempted = _PREEMPTIONS()
         while not poll(0) and not server._inflight and clock() < end:
             pass
+        # The same back-off as client.py's: each file stands alone, so it is written twice.
         self._preempted += _PREEMPTIONS() != preempted
         self._spins += 1
         self.spun += 1
