@@ -210,8 +210,8 @@ def _preemption_counter() -> Callable[[], int] | None:
 
 _PREEMPTIONS = _preemption_counter()
 # Busy-polling pays only while this thread has a core to itself.  A thread
-# that has the core most of the time is preempted about once in a thousand
-# spins (timers, other daemons); with more busy threads than cores, in tens.
+# that has the core most of the time is preempted in about 1 of 3,000 spins
+# (timers, other daemons); with more busy threads than cores, 4 to 25 in 100.
 SPIN_SAMPLE = 256  # spins per verdict
 SPIN_PREEMPTED_MAX = 4  # more preemptions than this in a sample: cores are contended
 SPIN_BACKOFF = 1.0  # seconds without spinning after that, doubling while it recurs

@@ -81,10 +81,10 @@ DEFAULT_TIMEOUT = 120.0  # seconds a connection may sit idle or stall
 # A core that blocks goes idle, and waking an idle core costs tens of
 # microseconds (far more on a VM) per request.
 DEFAULT_SPIN_US = 500
-SOLE_SECONDS = 0.1  # a connection spins after being the only one to send requests this long
+SOLE_SECONDS = 0.1  # a connection is polled for once it has been the only one sending POSTs this long
 # The OS preempting a spinning thread often means other processes need the
 # core (see _spin_for_request); a thread with a core to itself is preempted
-# about once in a thousand spins, by timers and daemons.
+# in about 1 of 3,000 spins, by timers and daemons.
 SPIN_SAMPLE = 256  # spins per verdict
 SPIN_PREEMPTED_MAX = 4  # more preemptions than this in a sample: the cores are contended
 SPIN_BACKOFF = 1.0  # seconds without spinning after that, doubling while it recurs
