@@ -838,7 +838,6 @@ class Instance:
         self.broken: str | None = None
         self.closed = False
         self.monitor: Monitor | None = None
-        self.rendered = False  # has a render() call succeeded yet
         self.created = self.last_used = time.time()
         self.steps = 0
         self.episodes = 0
@@ -1173,7 +1172,7 @@ def route_step(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
             raise
         if render and env.render_mode not in (None, "human"):
             try:
-                _render(instance, env.render)
+                _render(env.render)
             except Exception as exc:  # rendering is a side show; the step stands
                 log.warning("render of %s failed: %s", instance_id, exc)
         if instance.vector:
@@ -1212,19 +1211,19 @@ def route_step(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
         }
 
 
-_FIRST_RENDER = threading.Lock()
+_RENDERING = threading.Lock()
 
 
-def _render(instance: Instance, render: Callable[[], Any]) -> Any:
-    """Call ``render``; an instance's first render runs alone, because pygame
-    imports its modules on first use and not thread-safely (two envs rendering
-    for the first time at once fail with AttributeError)."""
-    if instance.rendered:
+def _render(render: Callable[[], Any]) -> Any:
+    """Call ``render``, one render at a time in the whole server.
+
+    pygame, which draws the built-in envs, is not thread-safe: two envs
+    rendering for the first time at once fail with AttributeError (its lazy
+    imports), and envs drawing at once now and then get wrong pixels (with
+    four threads drawing CartPole, about 1 frame in 50).
+    """
+    with _RENDERING:
         return render()
-    with _FIRST_RENDER:
-        frame = render()
-    instance.rendered = True
-    return frame
 
 
 def _bools(value: Any) -> np.ndarray:
@@ -1478,11 +1477,11 @@ def route_render(server: GymHTTPServer, params: dict, instance_id: str) -> Respo
             raise HTTPError(HTTPStatus.CONFLICT, f"Instance {instance_id} has not been reset yet; reset or step it, then render")
         env = instance.env
         if index is None:
-            frame = _render(instance, env.render)
+            frame = _render(env.render)
         elif hasattr(env, "envs"):  # SyncVectorEnv: render just the one asked for
-            frame = _render(instance, env.envs[index].render)
+            frame = _render(env.envs[index].render)
         else:
-            frame = _render(instance, env.render)[index]
+            frame = _render(env.render)[index]
         if isinstance(frame, np.ndarray):
             frame = frame.copy()  # the env may draw into it again once we let go
     if mode == "ansi":

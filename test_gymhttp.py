@@ -2532,6 +2532,31 @@ class TestWatching(ServerTestCase):
         })
         self.assertIn(":", by_id["GymHTTPTest/Dict-v0"]["entry_point"])  # a callable, named
 
+    def test_frames_rendered_at_once_are_exact(self):
+        # pygame is not thread-safe: without the server's render lock, about 1
+        # frame in 50 drawn while others draw has wrong pixels.
+        ids = []
+        for seed in range(4):
+            iid = self.create(seed=seed, kwargs={"render_mode": "rgb_array"})
+            for action in (1, 1, 0, seed & 1):
+                self.client.step(iid, action)
+            ids.append(iid)
+        expected = {iid: self.client.env_render(iid) for iid in ids}
+        wrong = []
+
+        def watch(iid):
+            with client.Client(self.base) as c:
+                for _ in range(60):
+                    if c.env_render(iid) != expected[iid]:
+                        wrong.append(iid)
+
+        threads = [threading.Thread(target=watch, args=(iid,)) for iid in ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        self.assertEqual(wrong, [])
+
     def test_render_png_over_raw_http(self):
         iid = self.create(seed=2, kwargs={"render_mode": "rgb_array"})
         local = gymnasium.make("CartPole-v1", render_mode="rgb_array")
