@@ -2564,6 +2564,7 @@ class TestWatching(ServerTestCase):
         for action in (1, 1, 0):
             self.post(f"/v1/envs/{iid}/step/", {"action": action})
             local.step(action)
+        expected = local.render()  # now, not while the server draws for the HEAD: pygame is not thread-safe
         head = f"GET /v1/envs/{iid}/render/ HTTP/1.1\r\nHost: x\r\n\r\n".encode()
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
             sock.sendall(head + head.replace(b"GET", b"HEAD"))
@@ -2571,7 +2572,7 @@ class TestWatching(ServerTestCase):
             status, headers, body = read_response(f)
             self.assertEqual((status, headers["content-type"]), (200, "image/png"))
             self.assertEqual(int(headers["content-length"]), len(body))
-            np.testing.assert_array_equal(png_pixels(body), local.render())
+            np.testing.assert_array_equal(png_pixels(body), expected)
             # HEAD on the same connection: the headers, no body
             line = f.readline()
             self.assertIn(b" 200 ", line)
