@@ -216,6 +216,7 @@ SPIN_SAMPLE = 256  # spins per verdict
 SPIN_PREEMPTED_MAX = 4  # more preemptions than this in a sample: cores are contended
 SPIN_BACKOFF = 1.0  # seconds without spinning after that, doubling while it recurs
 SPIN_BACKOFF_MAX = 30.0
+MAX_SPIN_US = 100_000  # longer polling would only burn CPU: that server is not fast
 
 
 class _Connection:
@@ -375,6 +376,8 @@ class Client:
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
         self._prefix = parts.path.rstrip("/")
         self.timeout = timeout
+        if not (type(spin_us) is int and 0 <= spin_us <= MAX_SPIN_US):
+            raise ValueError(f"spin_us must be an integer from 0 (off) to {MAX_SPIN_US}, not {spin_us!r}")
         self.spin_us = spin_us
         token = token if token is not None else os.environ.get("GYMHTTP_TOKEN")
         host_header = self._host if parts.port is None else f"{self._host}:{self._port}"
@@ -450,7 +453,7 @@ class Client:
     def _open(self) -> _Connection:
         self._drop()
         try:
-            self._conn = _Connection(self._host, self._port, self.timeout, max(0, self.spin_us) / 1e6)
+            self._conn = _Connection(self._host, self._port, self.timeout, self.spin_us / 1e6)
         except OSError as exc:
             raise ConnectionError(f"cannot reach the gymhttp server at {self.remote_base}: {exc}") from exc
         return self._conn

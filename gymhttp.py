@@ -89,6 +89,7 @@ SPIN_SAMPLE = 256  # spins per verdict
 SPIN_PREEMPTED_MAX = 4  # more preemptions than this in a sample: the cores are contended
 SPIN_BACKOFF = 1.0  # seconds without spinning after that, doubling while it recurs
 SPIN_BACKOFF_MAX = 30.0
+MAX_SPIN_US = 100_000  # longer polling would only burn CPU: that client is not fast
 MAX_NUM_ENVS = 4096  # sub-environments in one vector instance
 MAX_REQUEST_LINE = 8192
 MAX_HEADER_LINE = 8192
@@ -2180,7 +2181,9 @@ class GymHTTPServer(ThreadingHTTPServer):
         self.monitor_root = os.path.realpath(monitor_root) if monitor_root else None
         self.allowed_imports = frozenset(imports)
         self.log_requests = log_requests
-        self.spin = max(0, spin_us) / 1e6 if _PREEMPTIONS is not None else 0.0  # seconds
+        if not (type(spin_us) is int and 0 <= spin_us <= MAX_SPIN_US):
+            raise ValueError(f"spin_us must be an integer from 0 (off) to {MAX_SPIN_US}, not {spin_us!r}")
+        self.spin = spin_us / 1e6 if _PREEMPTIONS is not None else 0.0  # seconds
         self._last_client: GymHTTPRequestHandler | None = None  # the connection that sent the last POST
         self._last_switch = 0.0  # perf_counter() when that last changed
         self.loopback = _is_loopback(address[0])
@@ -2465,8 +2468,8 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value in (("--max-envs", args.max_envs), ("--max-body", args.max_body), ("--timeout", args.timeout)):
         if value <= 0:
             parser.error(f"{flag} must be positive, not {value}")
-    if args.spin_us < 0:
-        parser.error(f"--spin-us must be 0 (off) or positive, not {args.spin_us}")
+    if not 0 <= args.spin_us <= MAX_SPIN_US:
+        parser.error(f"--spin-us must be from 0 (off) to {MAX_SPIN_US}, not {args.spin_us}")
     if args.idle_timeout is not None and args.idle_timeout <= 0:
         parser.error(f"--idle-timeout must be positive, not {args.idle_timeout}")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s gymhttp %(levelname)s %(message)s")

@@ -1127,9 +1127,16 @@ class TestCommandLine(unittest.TestCase):
             server.server_close()
         on = gymhttp._PREEMPTIONS is not None  # busy-polling exists only with two cores and getrusage()
         self.assertEqual([s.spin for s in servers], [gymhttp.DEFAULT_SPIN_US / 1e6 * on, 250e-6 * on, 0])
-        err = subprocess.run([sys.executable, "gymhttp.py", "--spin-us", "-1"], cwd=HERE, capture_output=True, text=True, timeout=30)
-        self.assertEqual(err.returncode, 2)
-        self.assertIn("--spin-us must be 0 (off) or positive, not -1", err.stderr)
+        for bad in ("-1", "100001"):
+            err = subprocess.run([sys.executable, "gymhttp.py", "--spin-us", bad], cwd=HERE, capture_output=True, text=True, timeout=30)
+            self.assertEqual(err.returncode, 2)
+            self.assertIn(f"--spin-us must be from 0 (off) to 100000, not {bad}", err.stderr)
+        for bad in (-1, 100_001, 0.5, "500"):
+            with self.assertRaises(ValueError) as caught:
+                gymhttp.make_server("127.0.0.1", 0, spin_us=bad)
+            self.assertIn("spin_us must be an integer from 0 (off) to 100000", str(caught.exception))
+            with self.assertRaises(ValueError):
+                client.Client("http://127.0.0.1:1", spin_us=bad)
 
 
 
