@@ -1,11 +1,12 @@
 """gymhttp throughput benchmark: every figure measured in one run, on this machine.
 
-    python benchmarks/throughput.py           # the full run (about a minute)
+    python benchmarks/throughput.py           # the full run (about 80 seconds)
     python benchmarks/throughput.py --quick   # a smoke run (the tests use it)
 
 It starts the server as a separate process (with --import bench_envs for the
-Atari-sized and the sleepy env) and prints a Markdown table with the ratios
-that the performance targets are stated in.
+Atari-sized and the sleepy env), and a second one with busy-polling off for
+comparison, and prints a Markdown table with the ratios that the performance
+targets are stated in.
 """
 
 from __future__ import annotations
