@@ -22,10 +22,10 @@ License: MIT (see LICENSE).
 from __future__ import annotations
 
 import argparse
-import base64
 import binascii
 import collections
 import functools
+import gc
 import hmac
 import importlib
 import ipaddress
@@ -34,10 +34,13 @@ import json
 import logging
 import math
 import os
+import pickle
+import queue
 import secrets
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
 import threading
@@ -91,6 +94,13 @@ SPIN_BACKOFF = 1.0  # seconds without spinning after that, doubling while it rec
 SPIN_BACKOFF_MAX = 30.0
 MAX_SPIN_US = 100_000  # longer polling would only burn CPU: that client is not fast
 MAX_NUM_ENVS = 4096  # sub-environments in one vector instance
+# Each instance in a process of its own where the OS can fork one; else threads.
+DEFAULT_ISOLATION = "process" if hasattr(os, "fork") and hasattr(socket, "send_fds") else "thread"
+DEFAULT_DRAIN = 30.0  # seconds a shutdown waits for requests in flight before it kills what still runs
+CLOSE_SECONDS = 5.0  # at shutdown, after the drain: time to close every env
+CLOSE_WAIT = 1.0  # close of an instance stuck in a call: wait this long, then kill it
+MONITOR_FLUSH = 0.5  # seconds between flushes of monitors with new episodes
+MEMORY_POLL = 0.05  # seconds between RSS checks of instance processes in a call (--max-env-memory)
 MAX_REQUEST_LINE = 8192
 MAX_HEADER_LINE = 8192
 MAX_HEADERS = 100
@@ -719,98 +729,80 @@ class Codec:
         self.decode = make_decoder(space)
         self.decoded_is_member = type(space) in (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
-
 # ---------------------------------------------------------------------------
-# The environment registry
+# The environment side
 # ---------------------------------------------------------------------------
+#
+# Every call into an environment goes through an EnvSide: make, reset, step,
+# render, sample, contains, video, close.  With --isolation thread the server
+# holds it directly; with --isolation process it lives in the instance's own
+# process, and the server reaches it only through the message protocol of the
+# next section.  Its methods take and return plain data, replies already
+# encoded as JSON bytes, so both ways behave the same and a server process
+# only relays bytes.
 
 
-class Monitor:
-    """What gym's old ``Monitor`` wrote, for a Gymnasium env: per-episode
-    lengths, returns and timestamps in ``openaigym.*.stats.json`` plus a
-    manifest, and videos through Gymnasium's ``RecordVideo``."""
+class EnvFailure(HTTPError):
+    """A call that failed on the environment's side: its code raised, its
+    process died, or it ran past --env-timeout.
 
-    _counter = iter(range(1, 1 << 62))
-    _counter_lock = threading.Lock()
+    ``summary`` completes "its environment ..." in the 409 that later steps
+    get; ``dead`` means the env is gone (a reset starts a fresh one);
+    ``trace`` is the traceback to log on the server.
+    """
 
-    def __init__(self, directory: str, env_id: str, force: bool, resume: bool):
-        self.directory = directory
-        self.env_id = env_id
-        os.makedirs(directory, exist_ok=True)
-        existing = [f for f in os.listdir(directory) if f.startswith("openaigym.")]
-        if existing and force:
-            for name in existing:
-                path = os.path.join(directory, name)
-                if os.path.isfile(path) or os.path.islink(path):
-                    os.remove(path)
-        elif existing and not resume:
-            raise bad_request(
-                f"Monitor directory {short(directory)} already holds monitor files ({short(sorted(existing)[:3])}); "
-                "pass force=true to clear them, resume=true to keep them, or use a new directory"
-            )
-        with Monitor._counter_lock:
-            self.batch = next(Monitor._counter)
-        self.stats_name = f"openaigym.episode_batch.{self.batch}.{os.getpid()}.stats.json"
-        self.manifest_name = f"openaigym.manifest.{self.batch}.manifest.json"
-        self.initial_reset_timestamp: float | None = None
-        self.timestamps: list[float] = []
-        self.episode_lengths: list[int] = []
-        self.episode_rewards: list[float] = []
-        self.episode_types: list[str] = []
-        self.length = 0
-        self.total = 0.0
-        self.in_episode = False
-        self.recorder = None  # the RecordVideo wrapper, when recording
-        self.closed = False
+    def __init__(self, status: HTTPStatus, message: str, summary: str, *, dead: bool = False, trace: str = ""):
+        super().__init__(status, message)
+        self.summary = summary
+        self.dead = dead
+        self.trace = trace
 
-    def on_reset(self) -> None:
-        if self.in_episode and self.length > 0:
-            self._finish()
-        if self.initial_reset_timestamp is None:
-            self.initial_reset_timestamp = time.time()
-        self.in_episode, self.length, self.total = True, 0, 0.0
 
-    def on_step(self, reward: float, done: bool) -> None:
-        if not self.in_episode:
-            self.on_reset()
-        self.length += 1
-        self.total += reward
-        if done:
-            self._finish()
+def env_failure(exc: BaseException, op: str) -> HTTPError:
+    """The reply to an exception raised by an environment's code during ``op``.
 
-    def _finish(self) -> None:
-        self.timestamps.append(time.time())
-        self.episode_lengths.append(self.length)
-        self.episode_rewards.append(self.total)
-        self.episode_types.append("t")
-        self.in_episode, self.length, self.total = False, 0, 0.0
+    Gymnasium refusing what it was asked outside reset and step (a bad render
+    index, say) is the client's mistake, a 400; anything else is a 500 that
+    carries the exception's text.
+    """
+    name, text = type(exc).__name__, str(exc)
+    if isinstance(exc, gymnasium.error.Error) and op not in ("step", "reset"):
+        return bad_request(f"{name}: {cut(text)}")
+    if len(text) > 2000:
+        text = text[:2000] + "..."
+    return EnvFailure(
+        HTTPStatus.INTERNAL_SERVER_ERROR, f"The environment raised {name}: {text}",
+        f"raised {name} during {op}: {cut(text)}", trace=traceback.format_exc(),
+    )
 
-    def flush(self) -> None:
-        """Write the stats and the manifest (rewritten whole each time)."""
-        stats = {
-            "initial_reset_timestamp": self.initial_reset_timestamp,
-            "timestamps": self.timestamps,
-            "episode_lengths": self.episode_lengths,
-            "episode_rewards": self.episode_rewards,
-            "episode_types": self.episode_types,
-        }
-        videos = []
-        if self.recorder is not None:
-            folder = self.recorder.video_folder
-            for name in sorted(os.listdir(folder)):
-                if name.endswith(".mp4"):
-                    videos.append([name, None])
-        manifest = {
-            "stats": self.stats_name,
-            "videos": videos,
-            "env_info": {"gym_version": gymnasium.__version__, "env_id": self.env_id, "server": f"gymhttp {__version__}"},
-        }
-        for name, data in ((self.stats_name, stats), (self.manifest_name, manifest)):
-            path = os.path.join(self.directory, name)
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                f.write(encode_json(data).decode())
-            os.replace(tmp, path)
+
+def _missing_package(exc: BaseException) -> str | None:
+    """The name of the package whose absence made ``make`` fail, if that is why."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return exc.name.split(".")[0]
+    if isinstance(exc, gymnasium.error.DependencyNotInstalled):
+        return ""
+    return None
+
+
+def make_env(env_id: str, kwargs: dict, num_envs: int, mode: str | None, vector_kwargs: dict) -> Any:
+    """``gymnasium.make`` (or ``make_vec``), with its refusals as 400s."""
+    try:
+        if num_envs == 1:
+            return gymnasium.make(env_id, **kwargs)
+        return gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, vector_kwargs=vector_kwargs, **kwargs)
+    except gymnasium.error.UnregisteredEnv as exc:
+        raise bad_request(f"Environment ID '{short(env_id)}' is not registered: {cut(str(exc))}")
+    except (ImportError, gymnasium.error.DependencyNotInstalled) as exc:
+        package = _missing_package(exc)
+        what = f"pip install {package} on the server" if package else "install what it names on the server"
+        raise bad_request(f"Cannot make {short(env_id)}: a package it needs is missing ({cut(str(exc))}); {what}, then restart it")
+    except gymnasium.error.Error as exc:
+        if "No registered env" in str(exc):
+            raise bad_request(f"Environment ID '{short(env_id)}' is not registered: {cut(str(exc))}")
+        raise bad_request(f"Cannot make {short(env_id)}: {type(exc).__name__}: {cut(str(exc))}")
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise bad_request(f"Cannot make {short(env_id)} with kwargs {short(kwargs)}: {type(exc).__name__}: {cut(str(exc))}")
 
 
 def autoreset_mode(env: Any) -> str | None:
@@ -819,20 +811,1059 @@ def autoreset_mode(env: Any) -> str | None:
     return None if mode is None else str(getattr(mode, "value", mode))
 
 
-class Instance:
-    """One environment (or vector of environments) on the server.
+def _metadata(env: Any) -> dict:
+    """The JSON-safe part of an env's metadata that clients act on."""
+    metadata = getattr(env, "metadata", None) or {}
+    out = {"render_modes": [str(m) for m in metadata.get("render_modes", [])]}
+    if metadata.get("render_fps") is not None:
+        out["render_fps"] = sanitize(metadata["render_fps"])
+    if "autoreset_mode" in metadata:
+        out["autoreset_mode"] = autoreset_mode(env)
+    return out
 
-    Every call on it holds ``lock``: calls on one instance run one at a time,
-    calls on different instances run side by side.
+
+def _spec(spec: Any) -> dict | None:
+    """Spec basics of a registered env (or of an instance's env)."""
+    if spec is None:
+        return None
+    entry = spec.entry_point
+    if callable(entry):
+        entry = f"{getattr(entry, '__module__', '?')}:{getattr(entry, '__qualname__', repr(entry))}"
+    return {
+        "id": spec.id,
+        "entry_point": entry,
+        "max_episode_steps": spec.max_episode_steps,
+        "reward_threshold": sanitize(spec.reward_threshold),
+        "nondeterministic": bool(spec.nondeterministic),
+        "vector_entry_point": spec.vector_entry_point is not None,
+    }
+
+
+def flag_param(params: dict, name: str) -> bool:
+    """An optional boolean parameter; old clients send "true"/"false" strings."""
+    value = params.get(name)
+    if value is None:
+        return False
+    if type(value) is bool:
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise bad_request(f"Parameter '{name}' must be true or false, not {short(value)}")
+
+
+_RENDERING = threading.Lock()
+
+
+def _render(render: Callable[[], Any]) -> Any:
+    """Call ``render``, one render at a time in this process.
+
+    pygame, which draws the built-in envs, is not thread-safe: two envs
+    rendering for the first time at once fail with AttributeError (its lazy
+    imports), and envs drawing at once now and then get wrong pixels (with
+    four threads drawing CartPole, about 1 frame in 50).  An instance
+    process has its own pygame, so this lock serializes nothing there.
+    """
+    with _RENDERING:
+        return render()
+
+
+def _bools(value: Any) -> np.ndarray:
+    if type(value) is np.ndarray and value.dtype == np.bool_:
+        return value
+    return np.asarray(value, dtype=bool)
+
+
+class EnvSide:
+    """One environment (or vector of them) and every call into it.
+
+    It also counts episodes, since only it sees every reward: calls report
+    the episodes that ended as ``(return, length)`` pairs, and the server
+    keeps the statistics.  Steps taken after an episode ended and before the
+    next reset (Gymnasium calls them undefined behaviour) belong to no
+    episode.
     """
 
-    def __init__(self, instance_id: str, env_id: str, env: Any, *, num_envs: int, encoding: str, seed: int | None):
+    def __init__(self, instance_id: str, env_id: str, kwargs: dict, num_envs: int, mode: str | None,
+                 vector_kwargs: dict, encoding: str):
+        self.instance_id = instance_id
+        self.env = env = make_env(env_id, kwargs, num_envs, mode, vector_kwargs)
+        self.num_envs = num_envs
+        self.vector = num_envs > 1
+        b64 = encoding == "base64"
+        self.action = Codec(env.action_space, b64)
+        self.observation = Codec(env.observation_space, b64)
+        self.array = raw_envelope if b64 else (lambda a: a.tolist())
+        self.recorder = None  # the RecordVideo wrapper, while recording
+        if self.vector:
+            self._t = 0  # vector steps, to measure episode lengths
+            self._returns = np.zeros(num_envs, dtype=np.float64)
+            self._starts = np.zeros(num_envs, dtype=np.int64)  # self._t when each episode began
+            # In NextStep autoreset the step after an episode's end is the reset: part of neither episode.
+            self._reset_step = int(autoreset_mode(env) == "NextStep")
+        else:
+            self._return, self._length, self._in_episode = 0.0, 0, False
+
+    def facts(self) -> dict:
+        """What the server needs to know without calling in again."""
+        env = self.env
+        facts = {
+            "render_mode": env.render_mode,
+            "metadata": _metadata(env),
+            "spec": _spec(getattr(env, "spec", None)),
+            "action_space": describe_space(env.action_space),
+            "observation_space": describe_space(env.observation_space),
+            "pid": os.getpid(),
+        }
+        if self.vector:
+            facts["single_action_space"] = describe_space(env.single_action_space)
+            facts["single_observation_space"] = describe_space(env.single_observation_space)
+            # Sync and async vector envs take a seed per sub-env; vector entry points (CartPole's) take one int.
+            facts["seed_lists"] = isinstance(env.unwrapped, (gymnasium.vector.SyncVectorEnv, gymnasium.vector.AsyncVectorEnv))
+        return facts
+
+    # -- episodes -------------------------------------------------------------
+
+    def _start_episodes(self, mask: np.ndarray | None) -> tuple | None:
+        """A reset: new episodes for every sub-env, or those in a reset_mask.
+        Returns the single env's episode it interrupted, as (return, length)."""
+        if self.vector:
+            which = slice(None) if mask is None else mask
+            self._returns[which] = 0.0
+            self._starts[which] = self._t
+            return None
+        interrupted = (self._return, self._length) if self._in_episode and self._length else None
+        self._return, self._length, self._in_episode = 0.0, 0, True
+        return interrupted
+
+    def _count(self, reward: Any, done: Any, ended: int = 0) -> tuple:
+        """Count a step; returns the episodes it ended.  For vectors, ``ended``
+        is how many sub-envs are done."""
+        if self.vector:
+            self._t += 1
+            self._returns += reward
+            if not ended:
+                return ()
+            which = np.flatnonzero(done)
+            episodes = tuple(zip(self._returns[which].tolist(), (self._t - self._starts[which]).tolist()))
+            self._returns[which] = 0.0
+            self._starts[which] = self._t + self._reset_step
+            return episodes
+        if not self._in_episode:
+            return ()
+        self._return += reward
+        self._length += 1
+        if done:
+            self._in_episode = False
+            return ((self._return, self._length),)
+        return ()
+
+    # -- calls ----------------------------------------------------------------
+
+    def _reset(self, seed: Any, options: dict | None) -> tuple:
+        mask = options.get("reset_mask") if self.vector and options else None  # SyncVectorEnv pops it
+        observation, info = self.env.reset(seed=seed, options=options)
+        return observation, info, self._start_episodes(mask)
+
+    def reset(self, seed: Any, options: dict | None) -> tuple[tuple | None, bytes]:
+        """Reset; returns (the episode it interrupted or None, the reply)."""
+        observation, info, interrupted = self._reset(seed, options)
+        return interrupted, encode_json({"observation": self.observation.encode(observation), "info": info})
+
+    def _decode_action(self, action: Any) -> Any:
+        codec = self.action
+        try:
+            value = codec.decode(action)
+        except Invalid as exc:
+            raise bad_request(f"Action {short(action)} is not in the action space {codec.space}: {exc}")
+        if not codec.decoded_is_member and not contains(codec.space, value):
+            raise bad_request(f"Action {short(action)} is not in the action space {codec.space}")
+        return value
+
+    def step(self, body: bytes, reset_first: bool, seed: Any) -> tuple[tuple, bytes]:
+        """Step with the action in a request body, after a reset with ``seed``
+        when ``reset_first``; returns ((reset_first, ended episodes), the reply)."""
+        params = decode_json_body(body)
+        action = params.get("action")
+        if action is None:
+            raise bad_request("A required request parameter 'action' was not provided")
+        render = flag_param(params, "render")
+        value = self._decode_action(action)
+        if reset_first:
+            self._reset(seed, None)
+        env = self.env
+        observation, reward, terminated, truncated, info = env.step(value)
+        if render and env.render_mode not in (None, "human"):
+            try:
+                _render(env.render)
+            except Exception as exc:  # rendering is a side show; the step stands
+                log.warning("render of %s failed: %s", self.instance_id, exc)
+        if self.vector:
+            terminated, truncated = _bools(terminated), _bools(truncated)
+            done = terminated | truncated
+            ended = np.count_nonzero(done)  # ndarray.any() has a slow Python wrapper
+            episodes = self._count(reward, done, ended)
+            reward = np.asarray(reward)
+            if reward.dtype.kind != "f":  # rewards are floats on the wire, whatever the env said
+                reward = reward.astype(np.float64)
+            array = self.array
+            if array is raw_envelope and not ended:
+                none = raw_false_envelope(self.num_envs)
+                reply = {"observation": self.observation.encode(observation), "reward": array(reward),
+                         "done": none, "terminated": none, "truncated": none, "info": info}
+            else:
+                reply = {"observation": self.observation.encode(observation), "reward": array(reward), "done": array(done),
+                         "terminated": array(terminated), "truncated": array(truncated), "info": info}
+            return (reset_first, episodes), encode_json(reply)
+        reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
+        done = terminated or truncated
+        episodes = self._count(reward, done)
+        return (reset_first, episodes), encode_json({
+            "observation": self.observation.encode(observation),
+            "reward": reward,
+            "done": done,
+            "terminated": terminated,
+            "truncated": truncated,
+            "info": info,
+        })
+
+    def sample(self) -> bytes:
+        return encode_json({"action": self.action.encode(self.env.action_space.sample())})
+
+    def contains(self, text: str) -> bytes:
+        """Whether the JSON ``text`` (from the path) is an action."""
+        try:
+            value = _decode_strict(text)
+        except (ValueError, RecursionError):
+            raise bad_request(f"Action {short(text)} in the path is not JSON; send e.g. contains/1 or contains/%5B0.5%5D")
+        try:
+            member = contains(self.action.space, self.action.decode(value))
+        except Invalid:
+            member = False
+        return encode_json({"member": member})
+
+    def render(self, index: int | None) -> tuple[str, bytes]:
+        """The current frame as (content type, bytes): PNG or text."""
+        env = self.env
+        if index is None:
+            frame = _render(env.render)
+        elif hasattr(env, "envs"):  # SyncVectorEnv: render just the one asked for
+            frame = _render(env.envs[index].render)
+        else:
+            frame = _render(env.render)[index]
+        if env.render_mode == "ansi":
+            return TEXT_TYPE, str(frame).encode("utf-8")
+        if frame is None:
+            raise HTTPError(HTTPStatus.CONFLICT, f"Instance {self.instance_id} has no frame to show yet; reset or step it, then render")
+        try:
+            return PNG_TYPE, encode_png(frame)
+        except ValueError as exc:
+            raise HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, f"The env's rgb_array frame cannot be shown: {exc}")
+
+    def record_video(self, directory: str, every: int) -> None:
+        """Wrap the env in Gymnasium's RecordVideo, writing into ``directory``."""
+        mode = self.env.render_mode
+        if mode != "rgb_array":
+            raise bad_request(
+                f"Recording video needs an env made with render_mode 'rgb_array' (this one has {mode!r}); "
+                'create it with "kwargs": {"render_mode": "rgb_array"}, or pass video_callable=false'
+            )
+        try:
+            importlib.import_module("moviepy")
+        except ImportError:
+            raise bad_request("Recording video needs moviepy, which is not installed on the server (pip install moviepy); or pass video_callable=false")
+        from gymnasium.wrappers import RecordVideo
+
+        trigger = None if every < 0 else (lambda episode: episode % every == 0)
+        self.recorder = self.env = RecordVideo(self.env, directory, episode_trigger=trigger, name_prefix="openaigym.video",
+                                               disable_logger=True)
+
+    def stop_video(self) -> None:
+        if self.recorder is not None:
+            self.recorder.stop_recording()
+            self.env, self.recorder = self.recorder.env, None
+
+    def close(self) -> None:
+        """Finish a video being recorded, then close the env."""
+        try:
+            self.stop_video()
+        finally:
+            self.env.close()
+
+    OPS = frozenset({"facts", "reset", "step", "sample", "contains", "render", "record_video", "stop_video", "close"})
+
+
+# ---------------------------------------------------------------------------
+# Instance processes
+# ---------------------------------------------------------------------------
+#
+# With --isolation process (the default) each instance's EnvSide lives in a
+# process of its own, so that no env can crash, hang or starve the others,
+# and envs step on every core:
+#
+#   server --control socket--> starter --fork--> one process per instance
+#   server <=============== a socket per instance ===============> instance
+#
+# The starter is a fork of the server made before it serves, with gymnasium,
+# numpy, every --import module and every env registered by then already
+# loaded, so an instance process costs one fork of it.  It also reaps them,
+# so it can tell the server how each one ended (a signal, an exit status).
+# The server keeps HTTP, auth, limits, the registry, statistics and monitor
+# files; no env object is reachable from it, only a pid and a socket.
+#
+# The message protocol, on an instance's socket: the server sends
+# (op, args), where op names an EnvSide method (or "make"); the instance
+# answers (True, value) or (False, error parts).  Every message is a 4-byte
+# little-endian length and a pickle: both ends are this file's code, and the
+# socket is private to the pair.  The control socket carries the same
+# framing, plus the instance's socket (SCM_RIGHTS) with each "start".
+
+_LENGTH = struct.Struct("<I")
+
+
+class Channel:
+    """One end of the message protocol on a connected socket."""
+
+    __slots__ = ("sock", "_buffer", "_poll")
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._buffer = bytearray()
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        self._poll = poller.poll
+
+    def send(self, message: Any) -> None:
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        if len(data) < 65536:
+            self.sock.sendall(_LENGTH.pack(len(data)) + data)  # one write
+        else:
+            self.sock.sendall(_LENGTH.pack(len(data)))
+            self.sock.sendall(data)
+
+    def ready(self) -> bool:
+        """Whether a message (or the end) is waiting; never blocks."""
+        return bool(self._buffer) or bool(self._poll(0))
+
+    def recv(self, deadline: float | None = None) -> Any:
+        """The next message.  EOFError when the other end is gone,
+        TimeoutError past ``deadline`` (a time.monotonic() value)."""
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= 4:
+                end = 4 + _LENGTH.unpack_from(buffer)[0]
+                if len(buffer) >= end:
+                    with memoryview(buffer) as view, view[4:end] as data:
+                        message = pickle.loads(data)
+                    del buffer[:end]
+                    return message
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                if not self._poll(math.ceil(left * 1000)):
+                    continue
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            if not buffer and len(chunk) >= 4 and len(chunk) == 4 + _LENGTH.unpack_from(chunk)[0]:
+                return pickle.loads(memoryview(chunk)[4:])  # the usual case: one whole message
+            buffer += chunk
+
+
+def _send_control(sock: socket.socket, message: Any, fds: tuple = ()) -> None:
+    data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    data = _LENGTH.pack(len(data)) + data
+    if fds:
+        sent = socket.send_fds(sock, [data], list(fds))
+        sock.sendall(data[sent:])
+    else:
+        sock.sendall(data)
+
+
+def _recv_control(sock: socket.socket) -> tuple[Any, list[int]]:
+    data, fds, _, _ = socket.recv_fds(sock, 65536, 4)
+    while len(data) < 4 or len(data) < 4 + _LENGTH.unpack_from(data)[0]:
+        more = sock.recv(65536)
+        if not more:
+            raise EOFError
+        data += more
+    return pickle.loads(data[4:]), fds
+
+
+def exit_text(code: int) -> str:
+    """How a process ended, from ``os.waitstatus_to_exitcode``: "was killed by SIGSEGV"."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def _open_fds() -> list[int]:
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return [int(name) for name in os.listdir(folder)]
+        except OSError:
+            continue
+    fds = []
+    for fd in range(3, 4096):
+        try:
+            os.fstat(fd)
+            fds.append(fd)
+        except OSError:
+            pass
+    return fds
+
+
+def _fresh_fork(keep: tuple[int, ...]) -> None:
+    """In a fork of the server: let go of every file the server had open but
+    stdout, stderr and ``keep``, and renew what another thread may have held.
+
+    Sockets and pipes held by a fork stay open: the server's listening port
+    would stay taken and closed connections would not end.  Each such fd is
+    pointed at /dev/null, not closed, so its number stays taken: a stale
+    socket object closing it later can't close a file of ours.
+    """
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in _open_fds():
+        if fd not in keep and fd not in (1, 2, null):
+            try:
+                os.dup2(null, fd, inheritable=False)
+            except OSError:
+                pass
+    os.dup2(null, 0)
+    os.close(null)
+    # Locks held by other server threads at the fork stay held in it: new
+    # stream objects, a new render lock, our own log handler.
+    global _RENDERING
+    _RENDERING = threading.Lock()
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        if old is not None:
+            setattr(sys, name, open(fd, "w", buffering=1, encoding=getattr(old, "encoding", None),
+                                    errors=getattr(old, "errors", None), closefd=False))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s gymhttp[%(process)d] %(levelname)s %(message)s"))
+    log.handlers[:] = [handler]
+    log.propagate = False
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    """Signal an instance process and whatever it started (its process group)."""
+    try:
+        os.killpg(pid, sig)
+    except OSError:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+
+def _reap(children: dict[int, int | None]) -> None:
+    """Collect ended instance processes; whatever they left running in their
+    group (an async vector env's workers, say) is killed."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if pid in children:
+            children[pid] = os.waitstatus_to_exitcode(status)
+            _kill_group(pid, signal.SIGKILL)
+
+
+def _starter_main(sock: socket.socket, settings: dict) -> None:
+    """The starter process: fork instance processes on request, reap them,
+    and end them all when the server goes away."""
+    _fresh_fork(keep=(sock.fileno(),))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's: it then closes the instances itself
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # a child's end wakes select()
+    for name in ("gymnasium.envs.classic_control", "gymnasium.vector", "gymnasium.wrappers", "pygame"):
+        try:  # what making and rendering a built-in env would import in every instance process
+            importlib.import_module(name)
+        except Exception:
+            pass
+    gc.freeze()  # instance processes then don't copy the pages that only the collector touches
+    children: dict[int, int | None] = {}  # pid -> exit code once reaped
+    while True:
+        ready = select.select([sock, wake_r], [], [])[0]
+        if wake_r in ready:
+            os.read(wake_r, 4096)
+        _reap(children)
+        if sock not in ready:
+            continue
+        try:
+            (op, *args), fds = _recv_control(sock)
+        except (EOFError, OSError):
+            break
+        reply: Any = None
+        if op == "start":
+            try:
+                pid = os.fork()
+            except OSError as exc:  # out of processes or memory: the server says so
+                reply = exc.strerror or str(exc)
+            else:
+                if pid == 0:
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    os.close(wake_r)
+                    os.close(wake_w)
+                    _instance_main(fds[0], sock.fileno(), settings)
+                try:
+                    os.setpgid(pid, pid)  # the child does the same: whichever runs first
+                except OSError:
+                    pass
+                children[pid] = None
+                reply = pid
+            for fd in fds:
+                os.close(fd)
+        elif op == "kill":
+            pid, sig = args
+            reply = pid in children and children[pid] is None
+            if reply:
+                _kill_group(pid, sig)
+        elif op == "wait":  # -> the exit code, None while it runs, False for a pid not ours
+            pid, timeout = args
+            deadline = time.monotonic() + timeout
+            while children.get(pid, 0) is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+                _reap(children)
+            reply = False if pid not in children else children[pid]
+            if reply is not None:
+                children.pop(pid, None)
+        _send_control(sock, reply)
+    # The server is gone, or done: no instance outlives it.
+    for pid, code in children.items():
+        if code is None:
+            _kill_group(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(code is None for code in children.values()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+        _reap(children)
+
+
+def _statm_rss(fd: int) -> int:
+    """Resident memory in bytes, from an open /proc/<pid>/statm."""
+    return int(os.pread(fd, 100, 0).split()[1]) * _PAGE
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _error_parts(exc: HTTPError) -> tuple:
+    """An error as it crosses the protocol; :func:`_error_from` rebuilds it."""
+    if isinstance(exc, EnvFailure):
+        return exc.status.value, exc.message, exc.headers, exc.summary, exc.trace, exc.dead
+    return exc.status.value, exc.message, exc.headers, None, "", False
+
+
+def _error_from(parts: tuple) -> HTTPError:
+    status, message, headers, summary, trace, dead = parts
+    if summary is None:
+        return HTTPError(HTTPStatus(status), message, headers)
+    return EnvFailure(HTTPStatus(status), message, summary, dead=dead, trace=trace)
+
+
+def _instance_main(fd: int, control_fd: int, settings: dict) -> None:
+    """An instance process, forked by the starter: serve the env's calls
+    until the server closes it or goes away.  Never returns."""
+    code = 0
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, control_fd)  # the starter's control socket is not ours
+        os.close(null)
+        try:
+            os.setpgid(0, 0)  # its own process group: a kill takes its workers too
+        except OSError:
+            pass
+        np.random.seed()  # numpy's legacy global generator: this process's own, not a copy of the starter's
+        with socket.socket(fileno=fd) as sock:
+            serve_instance(Channel(sock), settings)
+    except SystemExit as exc:  # the env called sys.exit()
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+def serve_instance(channel: Channel, settings: dict) -> None:
+    """An instance process's loop: one call at a time, as the protocol says."""
+    limit = settings.get("max_memory")
+    statm = os.open(f"/proc/{os.getpid()}/statm", os.O_RDONLY) if limit and os.path.exists("/proc/self/statm") else None
+    side: EnvSide | None = None
+    while True:
+        try:
+            op, args = channel.recv()
+        except EOFError:
+            return  # the server is gone, or closed its end
+        try:
+            if op == "make":
+                side = EnvSide(*args)
+                result = side.facts()
+            elif side is not None and op in EnvSide.OPS:
+                result = getattr(side, op)(*args)
+            else:
+                raise HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, f"No such call {op!r} on an instance process")
+            reply = (True, result)
+        except HTTPError as exc:
+            reply = (False, _error_parts(exc))
+        except Exception as exc:
+            reply = (False, _error_parts(env_failure(exc, op)))
+        if statm is not None:
+            rss = _statm_rss(statm)
+            if rss > limit:
+                pid, mib = os.getpid(), limit >> 20
+                channel.send((False, _error_parts(EnvFailure(
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                    f"The environment's process (pid {pid}) went past --max-env-memory {mib} MiB (it held "
+                    f"{rss >> 20} MiB) during {op}, and was ended; the instance is broken: reset it to start a "
+                    "fresh process, or close it",
+                    f"process went past --max-env-memory {mib} MiB during {op}", dead=True))))
+                os._exit(3)
+        channel.send(reply)
+        if side is None or op == "close":
+            return  # a refused make, or closed
+
+
+class ProcessStarter:
+    """The server's handle on its starter process (see the section's top)."""
+
+    def __init__(self, settings: dict):
+        self.settings = settings  # what instance processes need: the memory limit
+        self.lock = threading.Lock()  # one request at a time on the control socket
+        self.pid, self.sock = self._fork()
+
+    def _fork(self) -> tuple[int, socket.socket]:
+        ours, theirs = socket.socketpair()
+        for stream in (sys.stdout, sys.stderr):  # or the fork would write what is buffered once more
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _starter_main(theirs, self.settings)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            finally:
+                os._exit(code)
+        theirs.close()
+        return pid, ours
+
+    def _request(self, message: tuple, fds: tuple = ()) -> Any:
+        with self.lock:
+            try:
+                _send_control(self.sock, message, fds)
+                return _recv_control(self.sock)[0]
+            except (OSError, EOFError):
+                if message[0] != "start":
+                    return False
+            # The starter died (someone killed it): fork a new one and try once more.
+            log.warning("the process starter (pid %d) ended; starting a new one", self.pid)
+            self.sock.close()
+            try:
+                os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            self.pid, self.sock = self._fork()
+            _send_control(self.sock, message, fds)
+            return _recv_control(self.sock)[0]
+
+    def start(self) -> tuple[int, socket.socket]:
+        """A new instance process: its pid and the server's end of its socket."""
+        ours, theirs = socket.socketpair()
+        try:
+            pid = self._request(("start",), (theirs.fileno(),))
+        finally:
+            theirs.close()
+        if type(pid) is not int:
+            ours.close()
+            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"Cannot start a process for the instance: {pid}; close some instances")
+        return pid, ours
+
+    def kill(self, pid: int) -> None:
+        """SIGKILL an instance process and its group, unless it already ended."""
+        self._request(("kill", pid, signal.SIGKILL))
+
+    def wait(self, pid: int, timeout: float) -> int | None:
+        """An ended instance process's exit code (negative: the signal); None
+        while it still runs after ``timeout`` seconds, or when unknown."""
+        code = self._request(("wait", pid, timeout))
+        return None if code is False else code
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End the starter, which ends every instance process left."""
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(self.pid, os.WNOHANG)[0]:
+                    return
+            except ChildProcessError:
+                return
+            time.sleep(0.01)
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
+
+
+class ProcessRunner:
+    """The server's handle on one instance process: a pid and a socket.
+    Every call is a message; no env is reachable from here."""
+
+    def __init__(self, server: GymHTTPServer, pid: int, sock: socket.socket):
+        self.starter = server.starter
+        self.pid = pid
+        self.channel = Channel(sock)
+        self.timeout = server.env_timeout
+        self.busy = False  # a call is in flight
+        self.ended: str | None = None  # "was killed by SIGSEGV during step", once it has
+        self.why: str | None = None  # why the server killed it: timeout, memory, closed, shutdown
+        self.held = 0  # its RSS when the server killed it for memory
+        self._statm: int | None = None
+
+    def call(self, op: str, *args: Any) -> Any:
+        """Run ``op`` in the instance process; raises what it raised there."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        self.busy = True
+        try:
+            self.channel.send((op, args))
+            ok, value = self.channel.recv(deadline)
+        except TimeoutError:
+            self.kill("timeout")
+            self.finish(op)
+            raise EnvFailure(
+                HTTPStatus.GATEWAY_TIMEOUT,
+                f"The environment took longer than --env-timeout {self.timeout:g} s to {op}, so its process "
+                f"(pid {self.pid}) was killed; the instance is broken: reset it to start a fresh process, or close it",
+                f"ran past --env-timeout {self.timeout:g} s during {op} (its process was killed)", dead=True,
+            )
+        except (EOFError, OSError):
+            self.finish(op)
+            raise self._gone(op)
+        finally:
+            self.busy = False
+        if ok:
+            return value
+        error = _error_from(value)
+        if isinstance(error, EnvFailure) and error.dead:
+            self.finish(op)
+        raise error
+
+    def _gone(self, op: str) -> HTTPError:
+        pid, why = self.pid, self.why
+        if why == "closed":
+            return HTTPError(HTTPStatus.GONE, f"The instance was closed while its {op} ran; its process (pid {pid}) was killed")
+        if why == "shutdown":
+            return HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"The server is shutting down; the environment's process was killed during {op}")
+        if why == "memory":
+            mib = self.starter.settings["max_memory"] >> 20
+            return EnvFailure(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                f"The environment's process (pid {pid}) went past --max-env-memory {mib} MiB (it held {self.held >> 20} MiB) "
+                f"during {op}, and was killed; the instance is broken: reset it to start a fresh process, or close it",
+                f"process went past --max-env-memory {mib} MiB during {op}", dead=True,
+            )
+        return EnvFailure(
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+            f"The environment's process (pid {pid}) {self.ended}; the instance is broken: "
+            "reset it to start a fresh process, or close it",
+            f"process (pid {pid}) {self.ended}", dead=True,
+        )
+
+    def kill(self, why: str) -> None:
+        """End the process from another thread; a call in flight then fails saying ``why``."""
+        if self.ended is None:
+            self.why = self.why or why
+            self.starter.kill(self.pid)
+
+    def finish(self, op: str = "") -> None:
+        """After the process ended (or to end it): close our end, learn how it ended."""
+        if self.ended is not None:
+            return
+        try:
+            self.channel.sock.close()
+        except OSError:
+            pass
+        code = self.starter.wait(self.pid, 1.0)
+        if code is None:  # it closed its socket but lives on: end it
+            self.starter.kill(self.pid)
+            code = self.starter.wait(self.pid, 1.0)
+        if self._statm is not None:
+            os.close(self._statm)
+            self._statm = None
+        where = f" during {op}" if op else ""
+        self.ended = (exit_text(code) if code is not None else "ended") + where
+
+    def close(self, seconds: float) -> None:
+        """Close the env (within ``seconds``) and end the process."""
+        if self.ended is None:
+            self.busy = True
+            try:
+                self.channel.send(("close", ()))
+                self.channel.recv(time.monotonic() + seconds)
+            except (TimeoutError, EOFError, OSError):
+                self.kill("closed")
+            finally:
+                self.busy = False
+        self.finish()
+
+    def rss(self) -> int | None:
+        """The process's resident memory in bytes, or None once it ended."""
+        if self.ended is not None:
+            return None
+        try:
+            if self._statm is None:
+                self._statm = os.open(f"/proc/{self.pid}/statm", os.O_RDONLY)
+            return _statm_rss(self._statm)
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+class LocalRunner:
+    """Thread isolation: the EnvSide in the server process.
+
+    With --env-timeout each call runs on the instance's own thread, so the
+    request can stop waiting for it.  A call past the deadline answers 504
+    and the env is abandoned: a thread stuck in an env cannot be stopped.
+    """
+
+    pid = None
+    busy = False
+
+    def __init__(self, side: EnvSide | None, timeout: float | None):
+        self.side = side
+        self.timeout = timeout
+        self.ended: str | None = None
+        self.why: str | None = None
+        self._jobs: queue.SimpleQueue | None = None
+
+    @classmethod
+    def make(cls, make_args: tuple, timeout: float | None) -> tuple[LocalRunner, dict]:
+        runner = cls(None, timeout)
+        runner.side = runner._call(EnvSide, make_args, "make")
+        return runner, runner._call(runner.side.facts, (), "make")
+
+    def call(self, op: str, *args: Any) -> Any:
+        return self._call(getattr(self.side, op), args, op)
+
+    def _call(self, function: Callable, args: tuple, op: str) -> Any:
+        if self.timeout is None:
+            return self._run(function, args, op)
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=self._work, args=(self._jobs,), name="gymhttp-env", daemon=True).start()
+        done = threading.Event()
+        job = [function, args, op, done, None]
+        self._jobs.put(job)
+        if not done.wait(self.timeout):
+            self.ended = f"ran past --env-timeout {self.timeout:g} s during {op}"
+            self.why = "timeout"
+            raise EnvFailure(
+                HTTPStatus.GATEWAY_TIMEOUT,
+                f"The environment took longer than --env-timeout {self.timeout:g} s to {op}; with --isolation thread its "
+                "thread cannot be stopped and is left behind; the instance is broken: reset it to make a fresh env, or close it",
+                f"{self.ended} (its thread is left behind)", dead=True,
+            )
+        ok, value = job[4]
+        if ok:
+            return value
+        raise value
+
+    def _work(self, jobs: queue.SimpleQueue) -> None:
+        while True:
+            job = jobs.get()
+            function, args, op, done = job[:4]
+            try:
+                job[4] = (True, self._run(function, args, op))
+            except BaseException as exc:
+                job[4] = (False, exc)
+            done.set()
+            if self.ended is not None:
+                return  # abandoned: the request stopped waiting
+
+    @staticmethod
+    def _run(function: Callable, args: tuple, op: str) -> Any:
+        try:
+            return function(*args)
+        except HTTPError:
+            raise
+        except Exception as exc:
+            raise env_failure(exc, op) from exc
+
+    def kill(self, why: str) -> None:
+        """Nothing to kill in a thread; a stuck call is left behind."""
+        self.why = self.why or why
+
+    def close(self, seconds: float) -> None:
+        if self.ended is None and self.side is not None:
+            try:
+                self._call(self.side.close, (), "close")
+            except HTTPError as exc:
+                log.warning("closing an env failed: %s", exc.message)
+            finally:
+                self.ended = self.ended or "closed"
+
+    def rss(self) -> None:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Instances: the server's registry, statistics and monitors
+# ---------------------------------------------------------------------------
+
+
+class Monitor:
+    """What gym's old ``Monitor`` wrote, for a Gymnasium env: per-episode
+    lengths, returns and timestamps in ``openaigym.*.stats.json`` plus a
+    manifest, and videos through Gymnasium's ``RecordVideo``.
+
+    Its files are written relative to the directory opened once at start,
+    never following a symlink, so a directory swapped for a link later is
+    not written through.  Each write is atomic (a temporary file, fsync,
+    rename); the server flushes new episodes within a second.
+    """
+
+    _counter = itertools.count(1)
+
+    def __init__(self, directory: str, env_id: str, force: bool, resume: bool):
+        self.directory = directory
+        self.env_id = env_id
+        os.makedirs(directory, exist_ok=True)
+        self.fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            existing = [f for f in os.listdir(self.fd) if f.startswith("openaigym.")]
+            if existing and force:
+                for name in existing:
+                    if not stat.S_ISDIR(os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mode):
+                        os.unlink(name, dir_fd=self.fd)
+            elif existing and not resume:
+                raise bad_request(
+                    f"Monitor directory {short(directory)} already holds monitor files ({short(sorted(existing)[:3])}); "
+                    "pass force=true to clear them, resume=true to keep them, or use a new directory"
+                )
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.batch = next(Monitor._counter)
+        self.stats_name = f"openaigym.episode_batch.{self.batch}.{os.getpid()}.stats.json"
+        self.manifest_name = f"openaigym.manifest.{self.batch}.manifest.json"
+        self.initial_reset_timestamp: float | None = None
+        self.timestamps: list[float] = []
+        self.episode_lengths: list[int] = []
+        self.episode_rewards: list[float] = []
+        self.episode_types: list[str] = []
+        self.video = False  # the env side records videos into the directory
+        self.dirty = True  # episodes not yet in the file
+        self._lock = threading.Lock()  # the lists (request threads add, the flusher reads)
+        self._writing = threading.RLock()  # one flush at a time, and none after close
+
+    def on_reset(self, interrupted: tuple | None) -> None:
+        """A reset; an episode it cut short counts, as gym's Monitor counted it."""
+        with self._lock:
+            if self.initial_reset_timestamp is None:
+                self.initial_reset_timestamp = time.time()
+            if interrupted is not None:
+                self._add(*interrupted)
+
+    def record(self, episodes: tuple) -> None:
+        with self._lock:
+            for total, length in episodes:
+                self._add(total, length)
+
+    def _add(self, total: float, length: int) -> None:
+        self.timestamps.append(time.time())
+        self.episode_lengths.append(length)
+        self.episode_rewards.append(total)
+        self.episode_types.append("t")
+        self.dirty = True
+
+    def flush(self) -> None:
+        """Write the stats and the manifest (each rewritten whole, atomically)."""
+        with self._writing:
+            if self.fd < 0:
+                return  # closed
+            with self._lock:
+                self.dirty = False
+                stats = encode_json({
+                    "initial_reset_timestamp": self.initial_reset_timestamp,
+                    "timestamps": self.timestamps,
+                    "episode_lengths": self.episode_lengths,
+                    "episode_rewards": self.episode_rewards,
+                    "episode_types": self.episode_types,
+                })
+            videos = sorted(n for n in os.listdir(self.fd) if n.endswith(".mp4")) if self.video else []
+            manifest = encode_json({
+                "stats": self.stats_name,
+                "videos": [[name, None] for name in videos],
+                "env_info": {"gym_version": gymnasium.__version__, "env_id": self.env_id, "server": f"gymhttp {__version__}"},
+            })
+            for name, data in ((self.stats_name, stats), (self.manifest_name, manifest)):
+                self._write(name, data)
+
+    def _write(self, name: str, data: bytes) -> None:
+        tmp = name + ".tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(tmp, flags, 0o644, dir_fd=self.fd)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def close(self) -> None:
+        """Flush, then let go of the directory."""
+        with self._writing:
+            if self.fd < 0:
+                return
+            try:
+                self.flush()
+            finally:
+                os.close(self.fd)
+                self.fd = -1
+
+
+class Instance:
+    """The server's record of one instance: how to reach its env (a runner),
+    what the env side told it once (``facts``), statistics and the monitor.
+
+    ``with instance:`` takes its lock, so calls on one instance run one at a
+    time while calls on different instances run side by side; it answers
+    "unknown" once the instance is closed, even to a request that waited.
+    """
+
+    def __init__(self, instance_id: str, env_id: str, make_args: tuple, *, num_envs: int, encoding: str, seed: int | None):
         self.instance_id = instance_id
         self.env_id = env_id
-        self.env = env
+        self.make_args = make_args  # to make the env afresh after its process died
         self.num_envs = num_envs
         self.vector = num_envs > 1
         self.encoding = encoding
+        self.runner: ProcessRunner | LocalRunner = None  # type: ignore[assignment]
+        self.facts: dict = {}
         self.lock = threading.Lock()
         self.pending_seed = seed  # seeds the first reset when the client gives none
         self.needs_reset = True
@@ -843,67 +1874,72 @@ class Instance:
         self.steps = 0
         self.episodes = 0
         self.recent = collections.deque(maxlen=RECENT_EPISODES)  # (return, length, time)
-        b64 = encoding == "base64"
-        self.action = Codec(env.action_space, b64)
-        self.observation = Codec(env.observation_space, b64)
-        if self.vector:
-            self.single_action_space = env.single_action_space
-            self.single_observation_space = env.single_observation_space
-            self._returns = np.zeros(num_envs, dtype=np.float64)
-            self._starts = np.zeros(num_envs, dtype=np.int64)  # self.steps when each episode began
-            # In NextStep autoreset the step after an episode's end is the reset: not part of either episode.
-            self._reset_step = int(autoreset_mode(env) == "NextStep")
-        else:
-            self._return, self._length = 0.0, 0
-        self.array = raw_envelope if b64 else (lambda a: a.tolist())
 
-    # -- statistics ---------------------------------------------------------
+    def __enter__(self) -> Instance:
+        while not self.lock.acquire(timeout=0.25):
+            if self.closed:
+                raise bad_request(f"Instance_id {self.instance_id} unknown")
+        if self.closed:
+            self.lock.release()
+            raise bad_request(f"Instance_id {self.instance_id} unknown")
+        return self
 
-    def count_step(self, reward: Any, done: Any, ended: int = 0) -> None:
-        """Count a step; for vectors, ``ended`` is how many sub-envs are done."""
-        self.steps += 1
-        if self.vector:
-            self._returns += reward
-            if ended:
-                which = np.flatnonzero(done)
-                lengths = (self.steps - self._starts[which]).tolist()
-                self.recent.extend(zip(self._returns[which].tolist(), lengths, itertools.repeat(time.time())))
-                self.episodes += ended
-                self._returns[which] = 0.0
-                self._starts[which] = self.steps + self._reset_step
-        else:
-            self._return += reward
-            self._length += 1
-            if done:
-                self.recent.append((self._return, self._length, time.time()))
-                self.episodes += 1
-                self._return, self._length = 0.0, 0
+    def __exit__(self, *exc: Any) -> None:
+        self.lock.release()
 
-    def count_reset(self, mask: np.ndarray | None = None) -> None:
-        """Start new episodes: every sub-env's, or those in a reset_mask."""
-        if self.vector:
-            which = slice(None) if mask is None else mask
-            self._returns[which] = 0.0
-            self._starts[which] = self.steps
-        else:
-            self._return, self._length = 0.0, 0
+    def call(self, op: str, *args: Any) -> Any:
+        """Call into the env.  A failure in step or reset, or one that ended
+        the env, leaves the instance broken."""
+        runner = self.runner
+        if runner.ended is not None:
+            self.broken = self.broken or f"process {runner.ended}"
+            raise HTTPError(HTTPStatus.CONFLICT, self.broken_message())
+        try:
+            return runner.call(op, *args)
+        except EnvFailure as exc:
+            if exc.dead or op in ("step", "reset"):
+                self.broken = exc.summary
+            raise
 
-    def close(self) -> None:
-        """Close the env and flush its monitor; safe to call twice."""
+    def broken_message(self) -> str:
+        again = "start a fresh process" if self.runner.ended is not None and self.runner.pid else "try again"
+        return (f"Instance {self.instance_id} is broken: its environment {self.broken}; "
+                f"reset it (POST /v1/envs/<id>/reset/) to {again}, or close it")
+
+    def reset_done(self, interrupted: tuple | None) -> None:
+        self.broken = None
+        self.needs_reset = False
+        self.pending_seed = None
+        if self.monitor is not None:
+            self.monitor.on_reset(interrupted)
+
+    def count(self, episodes: tuple) -> None:
+        """Episodes that ended, as the env side reported them."""
+        now = time.time()
+        self.recent.extend((total, length, now) for total, length in episodes)
+        self.episodes += len(episodes)
+        if self.monitor is not None:
+            self.monitor.record(episodes)
+
+    def close(self, seconds: float = 10.0) -> None:
+        """Flush and close the monitor, close the env (within ``seconds``);
+        safe to call twice."""
         if self.closed:
             return
         self.closed = True
         try:
-            if self.monitor is not None:
-                self.monitor.flush()
-                if self.monitor.recorder is not None:
-                    self.monitor.recorder.stop_recording()
-        except Exception:
-            log.exception("flushing the monitor of %s failed", self.instance_id)
-        try:
-            self.env.close()
+            self.runner.close(seconds)
         except Exception:
             log.exception("closing %s (%s) failed", self.instance_id, self.env_id)
+        self.close_monitor()
+
+    def close_monitor(self) -> None:
+        monitor, self.monitor = self.monitor, None
+        if monitor is not None:
+            try:
+                monitor.close()
+            except Exception:
+                log.exception("flushing the monitor of %s failed", self.instance_id)
 
 
 class Envs:
@@ -947,21 +1983,36 @@ class Envs:
 
     def remove(self, instance_id: str) -> Instance | None:
         with self._lock:
-            instance = self._instances.get(instance_id)
-            if instance is None:
-                return None
-            del self._instances[instance_id]
-            return instance
+            return self._instances.pop(instance_id, None)
 
     def all(self) -> list[Instance]:
         with self._lock:
             return [i for i in self._instances.values() if i is not None]
 
-    def close_all(self) -> None:
-        """Close every instance, flushing monitors (server shutdown)."""
+    def close_all(self, seconds: float) -> None:
+        """Close every instance (server shutdown) within about ``seconds``, side
+        by side; one stuck in a call is left to the caller to kill, but its
+        monitor is flushed all the same."""
+        deadline = time.monotonic() + seconds
+
+        def close(instance: Instance) -> None:
+            if instance.lock.acquire(timeout=max(0.0, deadline - time.monotonic() - 1.0)):
+                try:
+                    instance.close(max(0.1, deadline - time.monotonic()))
+                finally:
+                    instance.lock.release()
+            else:
+                instance.close_monitor()
+
+        threads = []
         for instance in self.all():
-            with instance.lock:
-                instance.close()
+            thread = threading.Thread(target=close, args=(instance,), name="gymhttp-close", daemon=True)
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for instance in self.all():
+            instance.close_monitor()  # whatever is still stuck: its episodes at least reach the file
             self.remove(instance.instance_id)
 
     def reap_idle(self, idle_seconds: float) -> list[str]:
@@ -972,8 +2023,8 @@ class Envs:
             if instance.last_used < cutoff and instance.lock.acquire(blocking=False):
                 try:
                     if instance.last_used < cutoff and not instance.closed:
-                        instance.close()
                         self.remove(instance.instance_id)
+                        instance.close()
                         reaped.append(instance.instance_id)
                 finally:
                     instance.lock.release()
@@ -984,9 +2035,10 @@ class Envs:
 # Routes
 # ---------------------------------------------------------------------------
 #
-# A handler takes (server, params, *path_args) and returns a dict (200 JSON),
-# None (204), or a Response.  Anything it raises is mapped in one place,
-# Router.dispatch.
+# A handler takes (server, request, *path_args) and returns a dict (200 JSON),
+# bytes (200, JSON already encoded by the env side), None (204), or a
+# Response.  Anything it raises is mapped in one place,
+# GymHTTPServer.dispatch.
 
 
 class Response:
@@ -996,6 +2048,35 @@ class Response:
 
     def __init__(self, status: HTTPStatus, body: bytes = b"", content_type: str = JSON_TYPE, headers: dict | None = None):
         self.status, self.body, self.content_type, self.headers = status, body, content_type, headers or {}
+
+
+class Request:
+    """What a route gets: the method, the raw body, and the parameters,
+    parsed from the body (or the query, for GET) only when asked for: a step's
+    body goes to the env side unparsed."""
+
+    __slots__ = ("method", "body", "query", "_params")
+
+    def __init__(self, method: str, body: bytes, query: str):
+        self.method, self.body, self.query, self._params = method, body, query, None
+
+    @property
+    def params(self) -> dict:
+        """The parameters; the body must be a JSON object (or empty, or null)."""
+        if self._params is None:
+            if self.query and self.method in ("GET", "HEAD"):  # GET parameters come in the query
+                self._params = dict(parse_qsl(self.query, keep_blank_values=True))
+            else:
+                self._params = decode_json_body(self.body)
+        return self._params
+
+    @property
+    def optional_params(self) -> dict:
+        """The parameters of a route whose parameters are all optional: old
+        clients (Ruby, Lua) send the body "" there, and [] means none too."""
+        if self._params is None and self.body.strip() in (b'""', b"[]"):
+            self._params = {}
+        return self.params
 
 
 _MISSING = object()
@@ -1040,13 +2121,8 @@ def _touch(server: GymHTTPServer, instance_id: str) -> Instance:
     return instance
 
 
-def _live(instance: Instance) -> None:
-    """Inside the lock: the instance may have been closed while we waited."""
-    if instance.closed:
-        raise bad_request(f"Instance_id {instance.instance_id} unknown")
-
-
-def route_create(server: GymHTTPServer, params: dict) -> dict:
+def route_create(server: GymHTTPServer, request: Request) -> dict:
+    params = request.params
     env_id = required(params, "env_id")
     check_type("env_id", env_id, (str,), "a string such as 'CartPole-v1'")
     seed = seed_param(params)
@@ -1066,59 +2142,45 @@ def route_create(server: GymHTTPServer, params: dict) -> dict:
     env_id = server.check_env_id(env_id)
 
     def build(instance_id: str) -> Instance:
-        env = server.make_env(env_id, kwargs, num_envs, mode, vector_kwargs)
-        return Instance(instance_id, env_id, env, num_envs=num_envs, encoding=encoding, seed=seed)
+        make_args = (instance_id, env_id, kwargs, num_envs, mode, vector_kwargs, encoding)
+        instance = Instance(instance_id, env_id, make_args, num_envs=num_envs, encoding=encoding, seed=seed)
+        instance.runner, instance.facts = server.start_env(make_args)
+        return instance
 
     instance = server.envs.add(build)
-    log.info("created %s: %s x%d", instance.instance_id, env_id, num_envs)
+    log.info("created %s: %s x%d (pid %s)", instance.instance_id, env_id, num_envs, instance.runner.pid)
     return {"instance_id": instance.instance_id}
 
 
-def route_list(server: GymHTTPServer, params: dict) -> dict:
+def route_list(server: GymHTTPServer, request: Request) -> dict:
     return {"all_envs": {i.instance_id: i.env_id for i in server.envs.all()}}
 
 
-def _reset(instance: Instance, seed: Any, options: dict | None) -> tuple:
-    if instance.monitor is not None:
-        instance.monitor.on_reset()
-    mask = options.get("reset_mask") if instance.vector and options else None  # SyncVectorEnv pops it
-    try:
-        observation, info = instance.env.reset(seed=seed, options=options)
-    except Exception as exc:
-        instance.broken = f"reset raised {type(exc).__name__}: {exc}"
-        raise
-    instance.broken = None
-    instance.needs_reset = False
-    instance.pending_seed = None
-    instance.count_reset(mask)
-    return observation, info
-
-
-def route_reset(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
+def route_reset(server: GymHTTPServer, request: Request, instance_id: str) -> bytes:
     instance = _touch(server, instance_id)
+    params = request.optional_params
     seed = params.get("seed")
     if instance.vector and isinstance(seed, list):
         if len(seed) != instance.num_envs or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seed):
             raise bad_request(f"Parameter 'seed' must be a non-negative integer or a list of {instance.num_envs} of them, not {short(seed)}")
+        if not instance.facts.get("seed_lists"):  # checked first, so that the env is left as it was
+            raise bad_request(
+                "This vector env (made from its vector entry point) takes no list of seeds; "
+                "pass one integer seed, from which it seeds its sub-envs"
+            )
     else:
         seed = seed_param(params)
     options = optional(params, "options", (dict,), "an object of reset options")
     if instance.vector and options and "reset_mask" in options:
         options = dict(options, reset_mask=_reset_mask(options["reset_mask"], instance.num_envs))
-    with instance.lock:
-        _live(instance)
+    with instance:
         if seed is None:
             seed = instance.pending_seed
-        try:
-            observation, info = _reset(instance, seed, options)
-        except gymnasium.error.Error as exc:
-            if isinstance(seed, list):  # e.g. CartPole's vector_entry_point env takes one int
-                raise bad_request(
-                    f"This vector env refused a list of seeds ({cut(str(exc))}); "
-                    "pass one integer seed, from which it seeds its sub-envs"
-                )
-            raise
-        return {"observation": instance.observation.encode(observation), "info": info}
+        if instance.runner.ended is not None:  # its process died or was killed: make the env afresh
+            server.restart_env(instance)
+        interrupted, payload = instance.call("reset", seed, options)
+        instance.reset_done(interrupted)
+    return payload
 
 
 def _reset_mask(mask: Any, num_envs: int) -> np.ndarray:
@@ -1137,151 +2199,61 @@ def _reset_mask(mask: Any, num_envs: int) -> np.ndarray:
     return value
 
 
-def _decode_action(instance: Instance, action: Any) -> Any:
-    codec = instance.action
-    try:
-        value = codec.decode(action)
-    except Invalid as exc:
-        raise bad_request(f"Action {short(action)} is not in the action space {codec.space}: {exc}")
-    if not codec.decoded_is_member and not contains(codec.space, value):
-        raise bad_request(f"Action {short(action)} is not in the action space {codec.space}")
-    return value
-
-
-def route_step(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
+def route_step(server: GymHTTPServer, request: Request, instance_id: str) -> bytes:
     instance = _touch(server, instance_id)
-    action = params.get("action", _MISSING)
-    if action is _MISSING or action is None:
-        raise bad_request("A required request parameter 'action' was not provided")
-    render = optional(params, "render", (bool,), "true or false", False)
-    with instance.lock:
-        _live(instance)
-        value = _decode_action(instance, action)
+    with instance:
         if instance.broken:
-            raise HTTPError(
-                HTTPStatus.CONFLICT,
-                f"Instance {instance.instance_id} is broken: its environment {instance.broken}; "
-                "reset it (POST /v1/envs/<id>/reset/) to try again, or close it",
-            )
-        if instance.needs_reset:
-            _reset(instance, instance.pending_seed, None)
-        env = instance.env
-        try:
-            observation, reward, terminated, truncated, info = env.step(value)
-        except Exception as exc:
-            instance.broken = f"raised {type(exc).__name__} during step: {exc}"
-            raise
-        if render and env.render_mode not in (None, "human"):
-            try:
-                _render(env.render)
-            except Exception as exc:  # rendering is a side show; the step stands
-                log.warning("render of %s failed: %s", instance_id, exc)
-        if instance.vector:
-            terminated, truncated = _bools(terminated), _bools(truncated)
-            done = terminated | truncated
-            ended = np.count_nonzero(done)  # ndarray.any() has a slow Python wrapper
-            instance.count_step(reward, done, ended)
-            reward = np.asarray(reward)
-            if reward.dtype.kind != "f":  # rewards are floats on the wire, whatever the env said
-                reward = reward.astype(np.float64)
-            array = instance.array
-            if array is raw_envelope and not ended:
-                none = raw_false_envelope(instance.num_envs)
-                return {"observation": instance.observation.encode(observation), "reward": array(reward),
-                        "done": none, "terminated": none, "truncated": none, "info": info}
-            return {
-                "observation": instance.observation.encode(observation),
-                "reward": array(reward),
-                "done": array(done),
-                "terminated": array(terminated),
-                "truncated": array(truncated),
-                "info": info,
-            }
-        reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
-        done = terminated or truncated
-        instance.count_step(reward, done)
-        if instance.monitor is not None:
-            instance.monitor.on_step(reward, done)
-        return {
-            "observation": instance.observation.encode(observation),
-            "reward": reward,
-            "done": done,
-            "terminated": terminated,
-            "truncated": truncated,
-            "info": info,
-        }
-
-
-_RENDERING = threading.Lock()
-
-
-def _render(render: Callable[[], Any]) -> Any:
-    """Call ``render``, one render at a time in the whole server.
-
-    pygame, which draws the built-in envs, is not thread-safe: two envs
-    rendering for the first time at once fail with AttributeError (its lazy
-    imports), and envs drawing at once now and then get wrong pixels (with
-    four threads drawing CartPole, about 1 frame in 50).
-    """
-    with _RENDERING:
-        return render()
-
-
-def _bools(value: Any) -> np.ndarray:
-    if type(value) is np.ndarray and value.dtype == np.bool_:
-        return value
-    return np.asarray(value, dtype=bool)
+            raise HTTPError(HTTPStatus.CONFLICT, instance.broken_message())
+        reset_first = instance.needs_reset
+        # The body goes to the env side as it came: it parses the action there.
+        (_, episodes), payload = instance.call("step", request.body, reset_first, instance.pending_seed)
+        if reset_first:
+            instance.reset_done(None)
+        instance.steps += 1
+        if episodes:
+            instance.count(episodes)
+    return payload
 
 
 def _space_info(instance: Instance, which: str) -> dict:
-    reply = {"info": describe_space(getattr(instance.env, f"{which}_space"))}
+    reply = {"info": instance.facts[f"{which}_space"]}
     if instance.vector:
-        reply["single_info"] = describe_space(getattr(instance.env, f"single_{which}_space"))
+        reply["single_info"] = instance.facts[f"single_{which}_space"]
     return reply
 
 
-def route_action_space(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
+def route_action_space(server: GymHTTPServer, request: Request, instance_id: str) -> dict:
     return _space_info(_touch(server, instance_id), "action")
 
 
-def route_observation_space(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
+def route_observation_space(server: GymHTTPServer, request: Request, instance_id: str) -> dict:
     return _space_info(_touch(server, instance_id), "observation")
 
 
-def route_action_sample(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
-    instance = _touch(server, instance_id)
-    with instance.lock:
-        _live(instance)
-        return {"action": instance.action.encode(instance.env.action_space.sample())}
+def route_action_sample(server: GymHTTPServer, request: Request, instance_id: str) -> bytes:
+    with _touch(server, instance_id) as instance:
+        return instance.call("sample")
 
 
-def route_action_contains(server: GymHTTPServer, params: dict, instance_id: str, x: str) -> dict:
-    instance = _touch(server, instance_id)
-    try:
-        value = _decode_strict(x)
-    except (ValueError, RecursionError):
-        raise bad_request(f"Action {short(x)} in the path is not JSON; send e.g. contains/1 or contains/%5B0.5%5D")
-    try:
-        member = contains(instance.action.space, instance.action.decode(value))
-    except Invalid:
-        member = False
-    return {"member": member}
+def route_action_contains(server: GymHTTPServer, request: Request, instance_id: str, x: str) -> bytes:
+    with _touch(server, instance_id) as instance:
+        return instance.call("contains", x)
 
 
-def route_observation_contains(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
-    instance = _touch(server, instance_id)
-    info = describe_space(instance.env.observation_space)
+def route_observation_contains(server: GymHTTPServer, request: Request, instance_id: str) -> dict:
+    info = _touch(server, instance_id).facts["observation_space"]
     # As the original: every given field must equal the description, compared as JSON.
-    member = all(k in info and encode_json(info[k]) == encode_json(v) for k, v in params.items())
+    member = all(k in info and encode_json(info[k]) == encode_json(v) for k, v in request.params.items())
     return {"member": member}
 
 
-def route_monitor_start(server: GymHTTPServer, params: dict, instance_id: str) -> None:
+def route_monitor_start(server: GymHTTPServer, request: Request, instance_id: str) -> None:
     instance = _touch(server, instance_id)
+    params = request.params
     directory = required(params, "directory")
     check_type("directory", directory, (str,), "a string (a directory path)")
-    force = optional(params, "force", (bool,), "true or false", False)
-    resume = optional(params, "resume", (bool,), "true or false", False)
+    force = flag_param(params, "force")
+    resume = flag_param(params, "resume")
     video = params.get("video_callable", False)
     if video is None or video is False:
         every = 0
@@ -1294,68 +2266,59 @@ def route_monitor_start(server: GymHTTPServer, params: dict, instance_id: str) -
     if instance.vector:
         raise bad_request("Monitoring is for single-env instances; this one is a vector instance (num_envs > 1)")
     directory = server.monitor_directory(directory)
-    with instance.lock:
-        _live(instance)
+    with instance:
         if instance.monitor is not None:
             raise bad_request(f"Instance {instance_id} is already monitored into {short(instance.monitor.directory)}; close that monitor first")
-        recorder = None
-        if every:
-            recorder = _video_recorder(instance, directory, every)
+        if every:  # refused (no rgb_array, no moviepy) before any file is touched
+            instance.call("record_video", directory, every)
         try:
             monitor = Monitor(directory, instance.env_id, force=force, resume=resume)
-        except OSError as exc:
-            raise bad_request(f"Cannot use monitor directory {short(directory)}: {exc.strerror}")
-        if recorder is not None:
-            monitor.recorder = recorder
-            instance.env = recorder
+        except BaseException as exc:
+            if every:
+                instance.call("stop_video")
+            if isinstance(exc, OSError):
+                raise bad_request(f"Cannot use monitor directory {short(directory)}: {exc.strerror}")
+            raise
+        monitor.video = bool(every)
         instance.monitor = monitor
         monitor.flush()
     return None
 
 
-def _video_recorder(instance: Instance, directory: str, every: int) -> Any:
-    mode = instance.env.render_mode
-    if mode != "rgb_array":
-        raise bad_request(
-            f"Recording video needs an env made with render_mode 'rgb_array' (this one has {mode!r}); "
-            'create it with "kwargs": {"render_mode": "rgb_array"}, or pass video_callable=false'
-        )
-    try:
-        importlib.import_module("moviepy")
-    except ImportError:
-        raise bad_request("Recording video needs moviepy, which is not installed on the server (pip install moviepy); or pass video_callable=false")
-    from gymnasium.wrappers import RecordVideo
-
-    trigger = None if every < 0 else (lambda episode: episode % every == 0)
-    return RecordVideo(instance.env, directory, episode_trigger=trigger, name_prefix="openaigym.video", disable_logger=True)
-
-
-def route_monitor_close(server: GymHTTPServer, params: dict, instance_id: str) -> None:
-    instance = _touch(server, instance_id)
-    with instance.lock:
-        _live(instance)
-        monitor = instance.monitor
-        if monitor is None:
-            return None
-        monitor.flush()
-        if monitor.recorder is not None:
-            monitor.recorder.stop_recording()
-            instance.env = monitor.recorder.env
-        instance.monitor = None
+def route_monitor_close(server: GymHTTPServer, request: Request, instance_id: str) -> None:
+    request.optional_params
+    with _touch(server, instance_id) as instance:
+        if instance.monitor is not None and instance.monitor.video:
+            instance.call("stop_video")  # finishes the last video, which the manifest then lists
+        instance.close_monitor()
     return None
 
 
-def route_close(server: GymHTTPServer, params: dict, instance_id: str) -> None:
+def route_close(server: GymHTTPServer, request: Request, instance_id: str) -> None:
+    request.optional_params
     instance = _touch(server, instance_id)
-    with instance.lock:
-        _live(instance)
-        instance.close()
+    if not instance.lock.acquire(timeout=CLOSE_WAIT):  # a call is stuck in the env
+        instance.runner.kill("closed")  # its process ends, and the stuck call with it
+        if not instance.lock.acquire(timeout=CLOSE_WAIT):  # a thread in the env: it cannot be stopped
+            if server.envs.remove(instance_id) is None:
+                raise bad_request(f"Instance_id {short(instance_id)} unknown")
+            instance.closed = True
+            instance.close_monitor()
+            log.warning("closed %s without closing its env: a call is stuck in it", instance_id)
+            return None
+    try:
+        if instance.closed:
+            raise bad_request(f"Instance_id {short(instance_id)} unknown")
         server.envs.remove(instance_id)
+        instance.close()
+    finally:
+        instance.lock.release()
     log.info("closed %s", instance_id)
     return None
 
 
-def route_upload(server: GymHTTPServer, params: dict) -> Response:
+def route_upload(server: GymHTTPServer, request: Request) -> Response:
+    params = request.params
     training_dir = required(params, "training_dir")
     check_type("training_dir", training_dir, (str,), "a string (a directory path)")
     check_type("api_key", required(params, "api_key"), (str,), "a string")
@@ -1367,7 +2330,8 @@ def route_upload(server: GymHTTPServer, params: dict) -> Response:
     return Response(HTTPStatus.GONE, encode_json({"message": message}))
 
 
-def route_shutdown(server: GymHTTPServer, params: dict) -> Response:
+def route_shutdown(server: GymHTTPServer, request: Request) -> Response:
+    request.optional_params
     server.request_shutdown()
     return Response(HTTPStatus.OK, encode_json({"message": "Server shutting down"}), headers={"Connection": "close"})
 
@@ -1378,53 +2342,23 @@ def route_shutdown(server: GymHTTPServer, params: dict) -> Response:
 # watches an instance must not keep --idle-timeout from reaping it.
 
 
-def _peek(server: GymHTTPServer, instance_id: str) -> Instance:
+def route_details(server: GymHTTPServer, request: Request, instance_id: str) -> dict:
     instance = server.envs.get(instance_id)
-    _live(instance)
-    return instance
-
-
-def _metadata(env: Any) -> dict:
-    """The JSON-safe part of an env's metadata that clients act on."""
-    metadata = getattr(env, "metadata", None) or {}
-    out = {"render_modes": [str(m) for m in metadata.get("render_modes", [])]}
-    if metadata.get("render_fps") is not None:
-        out["render_fps"] = sanitize(metadata["render_fps"])
-    if "autoreset_mode" in metadata:
-        out["autoreset_mode"] = autoreset_mode(env)
-    return out
-
-
-def _spec(spec: Any) -> dict | None:
-    """Spec basics of a registered env (or of an instance's env)."""
-    if spec is None:
-        return None
-    entry = spec.entry_point
-    if callable(entry):
-        entry = f"{getattr(entry, '__module__', '?')}:{getattr(entry, '__qualname__', repr(entry))}"
-    return {
-        "id": spec.id,
-        "entry_point": entry,
-        "max_episode_steps": spec.max_episode_steps,
-        "reward_threshold": sanitize(spec.reward_threshold),
-        "nondeterministic": bool(spec.nondeterministic),
-        "vector_entry_point": spec.vector_entry_point is not None,
-    }
-
-
-def route_details(server: GymHTTPServer, params: dict, instance_id: str) -> dict:
-    instance = _peek(server, instance_id)
+    if instance.closed:
+        raise bad_request(f"Instance_id {short(instance_id)} unknown")
     recent = instance.recent.copy()  # one C call: safe against a concurrent append
     episodes = [{"return": sanitize(r), "length": n, "ended": t} for r, n, t in recent]
     monitor = instance.monitor
+    facts = instance.facts
+    runner = instance.runner
     return {
         "instance_id": instance.instance_id,
         "env_id": instance.env_id,
         "num_envs": instance.num_envs,
         "encoding": instance.encoding,
-        "render_mode": instance.env.render_mode,
-        "metadata": _metadata(instance.env),
-        "spec": _spec(getattr(instance.env, "spec", None)),
+        "render_mode": facts["render_mode"],
+        "metadata": facts["metadata"],
+        "spec": facts["spec"],
         "created": instance.created,
         "last_activity": instance.last_used,
         "steps": instance.steps,
@@ -1435,11 +2369,13 @@ def route_details(server: GymHTTPServer, params: dict, instance_id: str) -> dict
         "needs_reset": instance.needs_reset,
         "broken": instance.broken,
         "monitor": monitor.directory if monitor is not None else None,
+        "pid": runner.pid if runner.ended is None else None,
+        "rss": runner.rss(),
         "now": time.time(),
     }
 
 
-def route_registry(server: GymHTTPServer, params: dict) -> dict:
+def route_registry(server: GymHTTPServer, request: Request) -> dict:
     return {"envs": [_spec(spec) for _, spec in sorted(gymnasium.registry.items())]}
 
 
@@ -1463,43 +2399,27 @@ def _index_param(params: dict, instance: Instance) -> int | None:
     return k
 
 
-def route_render(server: GymHTTPServer, params: dict, instance_id: str) -> Response:
-    instance = _peek(server, instance_id)
-    mode = instance.env.render_mode
+def route_render(server: GymHTTPServer, request: Request, instance_id: str) -> Response:
+    instance = server.envs.get(instance_id)
+    mode = instance.facts["render_mode"]
     if mode not in ("rgb_array", "ansi"):
         how = 'create the instance with "kwargs": {"render_mode": "rgb_array"} (or "ansi" for text envs that offer it)'
         if mode is None:
             raise bad_request(f"Instance {instance_id} was made without a render mode, so there is nothing to show; {how}")
         raise bad_request(f"Instance {instance_id} renders in mode {mode!r}, which cannot be sent; {how}")
-    index = _index_param(params, instance)
-    with instance.lock:
-        _live(instance)
+    index = _index_param(request.params, instance)
+    with instance:
         if instance.needs_reset:
             raise HTTPError(HTTPStatus.CONFLICT, f"Instance {instance_id} has not been reset yet; reset or step it, then render")
-        env = instance.env
-        if index is None:
-            frame = _render(env.render)
-        elif hasattr(env, "envs"):  # SyncVectorEnv: render just the one asked for
-            frame = _render(env.envs[index].render)
-        else:
-            frame = _render(env.render)[index]
-        if isinstance(frame, np.ndarray):
-            frame = frame.copy()  # the env may draw into it again once we let go
-    if mode == "ansi":
-        return Response(HTTPStatus.OK, str(frame).encode("utf-8"), TEXT_TYPE)
-    if frame is None:
-        raise HTTPError(HTTPStatus.CONFLICT, f"Instance {instance_id} has no frame to show yet; reset or step it, then render")
-    try:
-        return Response(HTTPStatus.OK, encode_png(frame), PNG_TYPE, {"Cache-Control": "no-store"})
-    except ValueError as exc:
-        raise HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, f"The env's rgb_array frame cannot be shown: {exc}")
+        content_type, body = instance.call("render", index)
+    return Response(HTTPStatus.OK, body, content_type, {"Cache-Control": "no-store"} if content_type == PNG_TYPE else None)
 
 
-def route_openapi(server: GymHTTPServer, params: dict) -> Response:
+def route_openapi(server: GymHTTPServer, request: Request) -> Response:
     return Response(HTTPStatus.OK, openapi_json(), JSON_TYPE)
 
 
-def route_dashboard(server: GymHTTPServer, params: dict) -> Response:
+def route_dashboard(server: GymHTTPServer, request: Request) -> Response:
     return Response(HTTPStatus.OK, DASHBOARD_PAGE, HTML_TYPE, {"Content-Security-Policy": DASHBOARD_CSP})
 
 
@@ -2159,43 +3079,72 @@ class GymHTTPServer(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         *,
+        isolation: str = DEFAULT_ISOLATION,
+        env_timeout: float | None = None,
+        max_env_memory: int | None = None,
         max_envs: int = DEFAULT_MAX_ENVS,
         max_body: int = DEFAULT_MAX_BODY,
         timeout: float = DEFAULT_TIMEOUT,
         idle_timeout: float | None = None,
+        drain_timeout: float = DEFAULT_DRAIN,
         token: str | None = None,
         monitor_root: str | None = None,
         imports: tuple[str, ...] = (),
         log_requests: bool = False,
         spin_us: int = 0,
     ):
+        if isolation not in ("process", "thread"):
+            raise ValueError(f"isolation must be 'process' or 'thread', not {isolation!r}")
+        if isolation == "process" and DEFAULT_ISOLATION != "process":
+            raise ValueError("isolation 'process' needs os.fork and socket.send_fds, which this platform lacks; use 'thread'")
+        if env_timeout is not None and not env_timeout > 0:
+            raise ValueError(f"env_timeout must be a positive number of seconds or None, not {env_timeout!r}")
+        if max_env_memory is not None:
+            if not (type(max_env_memory) is int and max_env_memory > 0):
+                raise ValueError(f"max_env_memory must be a positive number of MiB or None, not {max_env_memory!r}")
+            if isolation != "process":
+                raise ValueError("max_env_memory needs isolation 'process': a thread's memory cannot be told apart or ended")
+        if not (type(spin_us) is int and 0 <= spin_us <= MAX_SPIN_US):
+            raise ValueError(f"spin_us must be an integer from 0 (off) to {MAX_SPIN_US}, not {spin_us!r}")
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         # Everything server_close() needs exists before binding, which may fail.
+        self.isolation = isolation
+        self.env_timeout = env_timeout
+        self.max_env_memory = max_env_memory
+        self.starter: ProcessStarter | None = None
         self.envs = Envs(max_envs)
         self.router = ROUTER
         self.max_body = max_body
         self.timeout_seconds = timeout
         self.idle_timeout = idle_timeout
+        self.drain_seconds = drain_timeout
         self.token = token or None
         self.monitor_root = os.path.realpath(monitor_root) if monitor_root else None
         self.allowed_imports = frozenset(imports)
         self.log_requests = log_requests
-        if not (type(spin_us) is int and 0 <= spin_us <= MAX_SPIN_US):
-            raise ValueError(f"spin_us must be an integer from 0 (off) to {MAX_SPIN_US}, not {spin_us!r}")
         self.spin = spin_us / 1e6 if _PREEMPTIONS is not None else 0.0  # seconds
         self._last_client: GymHTTPRequestHandler | None = None  # the connection that sent the last POST
         self._last_switch = 0.0  # perf_counter() when that last changed
         self.loopback = _is_loopback(address[0])
-        self.drain_seconds = 30.0
         self._shutdown_started = threading.Event()
+        self._closed = False
         self._connections: dict[GymHTTPRequestHandler, float | None] = {}  # -> deadline (monotonic)
         self._inflight = 0
         self._state = threading.Condition()
         super().__init__(address, GymHTTPRequestHandler)  # binds; may raise OSError
-        threading.Thread(target=self._watchdog, name="gymhttp-watchdog", daemon=True).start()
+        if isolation == "process":
+            try:  # forked before any thread of ours starts
+                self.starter = ProcessStarter({"max_memory": max_env_memory << 20 if max_env_memory else None})
+            except BaseException:
+                self.socket.close()
+                raise
+        for target, name in ((self._watchdog, "watchdog"), (self._flush_loop, "monitors")):
+            threading.Thread(target=target, name=f"gymhttp-{name}", daemon=True).start()
         if idle_timeout:
             threading.Thread(target=self._reap_loop, name="gymhttp-reaper", daemon=True).start()
+        if max_env_memory:
+            threading.Thread(target=self._memory_loop, name="gymhttp-memory", daemon=True).start()
 
     @property
     def url(self) -> str:
@@ -2214,34 +3163,24 @@ class GymHTTPServer(ThreadingHTTPServer):
             if self.token is not None or path.startswith("/v1/shutdown"):
                 self.authorize(handler, path)
             route, args = self.router.match(handler.command, path)
-            params = decode_json_body(body)
-            if query and handler.command in ("GET", "HEAD"):  # GET parameters come in the query
-                params = dict(parse_qsl(query, keep_blank_values=True))
-            result = route(self, params, *args)
+            result = route(self, Request(handler.command, body, query), *args)
+            if type(result) is bytes:  # JSON from the env side, as it is
+                return HTTPStatus.OK, {}, result, JSON_TYPE
             if result is None:
                 return HTTPStatus.NO_CONTENT, {}, b"", JSON_TYPE
             if isinstance(result, Response):
                 return result.status, result.headers, result.body, result.content_type
             return HTTPStatus.OK, {}, encode_json(result), JSON_TYPE
         except HTTPError as exc:
+            if isinstance(exc, EnvFailure):  # the env's traceback, whatever --log-level says
+                log.error("environment error on %s %s: %s\n%s", handler.command, handler.path, exc.message, exc.trace.rstrip())
             return exc.status, exc.headers, encode_json({"message": exc.message}), JSON_TYPE
         except (KeyboardInterrupt, SystemExit):
             raise
-        except gymnasium.error.Error as exc:  # Gymnasium refusing what it was asked
-            if handler.command == "POST" and handler.path.rstrip("/").endswith(("/step", "/reset")):
-                log.error("environment error on %s:\n%s", handler.path, traceback.format_exc())
-                return HTTPStatus.INTERNAL_SERVER_ERROR, {}, self._error_body(exc), JSON_TYPE
-            return HTTPStatus.BAD_REQUEST, {}, encode_json({"message": f"{type(exc).__name__}: {cut(str(exc))}"}), JSON_TYPE
-        except Exception as exc:
+        except Exception as exc:  # a bug of ours: say so, and keep serving
             log.error("error on %s %s:\n%s", handler.command, handler.path, traceback.format_exc())
-            return HTTPStatus.INTERNAL_SERVER_ERROR, {}, self._error_body(exc), JSON_TYPE
-
-    @staticmethod
-    def _error_body(exc: BaseException) -> bytes:
-        text = str(exc)
-        if len(text) > 2000:
-            text = text[:2000] + "..."
-        return encode_json({"message": f"The environment raised {type(exc).__name__}: {text}"})
+            text = cut(str(exc), 2000)
+            return HTTPStatus.INTERNAL_SERVER_ERROR, {}, encode_json({"message": f"The server failed: {type(exc).__name__}: {text}"}), JSON_TYPE
 
     def authorize(self, handler: GymHTTPRequestHandler, path: str) -> None:
         """Bearer token (constant-time), and shutdown only from loopback
@@ -2282,22 +3221,25 @@ class GymHTTPServer(ThreadingHTTPServer):
             raise bad_request(f"Attempted to look up malformed environment ID '{short(env_id)}'")
         return env_id
 
-    def make_env(self, env_id: str, kwargs: dict, num_envs: int, mode: str | None, vector_kwargs: dict) -> Any:
-        """``gymnasium.make`` (or ``make_vec``), with its refusals as 400s."""
+    def start_env(self, make_args: tuple) -> tuple[ProcessRunner | LocalRunner, dict]:
+        """Make an env as the isolation says: in a new instance process, or
+        here.  Returns its runner and the facts its env side reported."""
+        if self.starter is None:
+            return LocalRunner.make(make_args, self.env_timeout)
+        pid, sock = self.starter.start()
+        runner = ProcessRunner(self, pid, sock)
         try:
-            if num_envs == 1:
-                return gymnasium.make(env_id, **kwargs)
-            return gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, vector_kwargs=vector_kwargs, **kwargs)
-        except gymnasium.error.UnregisteredEnv as exc:
-            raise bad_request(f"Environment ID '{short(env_id)}' is not registered: {cut(str(exc))}")
-        except gymnasium.error.Error as exc:
-            if "No registered env" in str(exc):
-                raise bad_request(f"Environment ID '{short(env_id)}' is not registered: {cut(str(exc))}")
-            raise bad_request(f"Cannot make {short(env_id)}: {type(exc).__name__}: {cut(str(exc))}")
-        except (TypeError, ValueError, AssertionError) as exc:
-            raise bad_request(f"Cannot make {short(env_id)} with kwargs {short(kwargs)}: {type(exc).__name__}: {cut(str(exc))}")
-        except ModuleNotFoundError as exc:
-            raise bad_request(f"Cannot make {short(env_id)}: {cut(str(exc))}")
+            return runner, runner.call("make", *make_args)
+        except BaseException:
+            runner.finish()
+            raise
+
+    def restart_env(self, instance: Instance) -> None:
+        """A fresh env for an instance whose process died (or, in threads,
+        whose env was abandoned past --env-timeout)."""
+        instance.runner, instance.facts = self.start_env(instance.make_args)
+        instance.needs_reset = True
+        log.info("made %s (%s) afresh after its env %s", instance.instance_id, instance.env_id, instance.broken)
 
     def monitor_directory(self, directory: str) -> str:
         """Where a monitor may write: inside --monitor-root when it is set;
@@ -2316,8 +3258,6 @@ class GymHTTPServer(ThreadingHTTPServer):
                 "give a path inside it (relative paths resolve under it) or start the server with another --monitor-root"
             )
         return path
-
-    # -- lifecycle ------------------------------------------------------------
 
     # -- connections: deadlines and in-flight requests -----------------------
 
@@ -2343,6 +3283,8 @@ class GymHTTPServer(ThreadingHTTPServer):
             if self._shutdown_started.is_set():  # only _drain() waits on this
                 self._state.notify_all()
 
+    # -- background work --------------------------------------------------------
+
     def _watchdog(self) -> None:
         """Drop connections past their deadline: idle ones, and slow senders
         (slowloris) whose request has not arrived whole within --timeout."""
@@ -2353,18 +3295,34 @@ class GymHTTPServer(ThreadingHTTPServer):
                 if deadline is not None and now > deadline:
                     handler.drop()
 
-    def _drain(self) -> None:
-        """Let in-flight requests finish (up to drain_seconds), then cut idle connections."""
-        with self._state:
-            self._state.wait_for(lambda: self._inflight == 0, timeout=self.drain_seconds)
-        for handler in list(self._connections):
-            handler.drop()
+    def _flush_loop(self) -> None:
+        """Write new episodes of every monitor to its files within a second,
+        so that a crash of the server loses at most that second."""
+        while not self._shutdown_started.wait(MONITOR_FLUSH):
+            for instance in self.envs.all():
+                monitor = instance.monitor
+                if monitor is not None and monitor.dirty:
+                    try:
+                        monitor.flush()
+                    except OSError as exc:
+                        log.warning("writing the monitor files of %s failed: %s", instance.instance_id, exc)
 
-    def request_shutdown(self) -> None:
-        """Stop serving soon, from any thread but the serving one."""
-        if not self._shutdown_started.is_set():
-            self._shutdown_started.set()
-            threading.Thread(target=self.shutdown, name="gymhttp-shutdown", daemon=True).start()
+    def _memory_loop(self) -> None:
+        """Kill an instance process whose memory goes past --max-env-memory
+        during a call (between calls it checks itself); idle ones are checked
+        once a second."""
+        limit = self.max_env_memory << 20
+        rounds = 0
+        while not self._shutdown_started.wait(MEMORY_POLL):
+            rounds += 1
+            everyone = rounds % round(1 / MEMORY_POLL) == 0
+            for instance in self.envs.all():
+                runner = instance.runner
+                if isinstance(runner, ProcessRunner) and (runner.busy or everyone):
+                    rss = runner.rss()
+                    if rss is not None and rss > limit:
+                        runner.held = rss
+                        runner.kill("memory")
 
     def _reap_loop(self) -> None:
         interval = max(0.05, min(self.idle_timeout / 4, 5.0))
@@ -2372,13 +3330,47 @@ class GymHTTPServer(ThreadingHTTPServer):
             for instance_id in self.envs.reap_idle(self.idle_timeout):
                 log.info("closed idle instance %s (--idle-timeout %s)", instance_id, self.idle_timeout)
 
+    # -- lifecycle --------------------------------------------------------------
+
+    def request_shutdown(self) -> None:
+        """Stop serving soon, from any thread but the serving one."""
+        if not self._shutdown_started.is_set():
+            self._shutdown_started.set()
+            threading.Thread(target=self.shutdown, name="gymhttp-shutdown", daemon=True).start()
+
+    def _drain(self) -> None:
+        """Let in-flight requests finish (up to drain_seconds); then end what
+        still runs (instance processes in a call are killed), and cut the
+        connections."""
+        with self._state:
+            drained = self._state.wait_for(lambda: self._inflight == 0, timeout=self.drain_seconds)
+        if not drained:
+            for instance in self.envs.all():
+                if instance.runner is not None and instance.runner.busy:
+                    instance.runner.kill("shutdown")
+            with self._state:  # their requests now answer at once
+                self._state.wait_for(lambda: self._inflight == 0, timeout=1.0)
+        for handler in list(self._connections):
+            handler.drop()
+
+    @property
+    def stuck(self) -> int:
+        """Requests still inside an env after the drain (threads can't be stopped)."""
+        return self._inflight
+
     def server_close(self) -> None:
         """Stop listening, let in-flight requests finish, then close every
-        env (flushing monitors)."""
+        env (flushing monitors) and end the instance processes.  It always
+        ends: within about --drain-timeout plus a few seconds."""
+        if self._closed:
+            return
+        self._closed = True
         self._shutdown_started.set()
         super().server_close()
         self._drain()
-        self.envs.close_all()
+        self.envs.close_all(CLOSE_SECONDS)
+        if self.starter is not None:
+            self.starter.close()
 
 
 def make_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **options: Any) -> GymHTTPServer:
@@ -2434,7 +3426,8 @@ def run(server: GymHTTPServer) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-    print(f"gymhttp {__version__} serving on {server.url}/ (the dashboard is at that URL; Ctrl-C to stop)", flush=True)
+    print(f"gymhttp {__version__} serving on {server.url}/ (the dashboard is at that URL; Ctrl-C to stop; "
+          f"instances in {'processes' if server.isolation == 'process' else 'threads'})", flush=True)
     try:
         server.serve_forever()
     finally:
@@ -2453,10 +3446,28 @@ def main(argv: list[str] | None = None) -> int:
         "--import", dest="imports", action="append", default=[], metavar="MODULE",
         help="import MODULE first so the envs it registers can be made; repeatable (default: none)",
     )
+    parser.add_argument(
+        "--isolation", choices=["process", "thread"], default=DEFAULT_ISOLATION,
+        help="process: each instance in a process of its own (a crash, hang or leak stays there; envs use every core); "
+        "thread: all in the server's process, for the lowest latency with a trusted cheap env (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--env-timeout", type=float, default=None, metavar="SECONDS",
+        help="longest any call into an env may take (make included); past it the call answers 504 and the instance "
+        "is broken, its process killed (default: none)",
+    )
+    parser.add_argument(
+        "--max-env-memory", type=int, default=None, metavar="MIB",
+        help="with --isolation process: kill an instance process whose resident memory goes past MIB (default: none)",
+    )
     parser.add_argument("--max-envs", type=int, default=DEFAULT_MAX_ENVS, metavar="N", help="most instances at once (default: %(default)s)")
     parser.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, metavar="BYTES", help="largest request body (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS", help="drop connections idle or stalled this long (default: %(default)s)")
     parser.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS", help="close instances untouched this long (default: off)")
+    parser.add_argument(
+        "--drain-timeout", type=float, default=DEFAULT_DRAIN, metavar="SECONDS",
+        help="at shutdown, wait this long for requests in flight, then kill what still runs (default: %(default)s)",
+    )
     parser.add_argument("--token", default=os.environ.get("GYMHTTP_TOKEN"), help="require 'Authorization: Bearer TOKEN' (default: $GYMHTTP_TOKEN, else none)")
     parser.add_argument("--monitor-root", default=None, metavar="DIR", help="confine monitor directories to DIR (default: %(default)s)")
     parser.add_argument(
@@ -2470,8 +3481,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{flag} must be positive, not {value}")
     if not 0 <= args.spin_us <= MAX_SPIN_US:
         parser.error(f"--spin-us must be from 0 (off) to {MAX_SPIN_US}, not {args.spin_us}")
-    if args.idle_timeout is not None and args.idle_timeout <= 0:
-        parser.error(f"--idle-timeout must be positive, not {args.idle_timeout}")
+    for flag, value in (("--idle-timeout", args.idle_timeout), ("--env-timeout", args.env_timeout), ("--max-env-memory", args.max_env_memory)):
+        if value is not None and not value > 0:
+            parser.error(f"{flag} must be positive, not {value}")
+    if not args.drain_timeout >= 0:
+        parser.error(f"--drain-timeout must be 0 or more, not {args.drain_timeout}")
+    if args.max_env_memory is not None and args.isolation != "process":
+        parser.error("--max-env-memory needs --isolation process: a thread's memory cannot be measured or ended apart")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s gymhttp %(levelname)s %(message)s")
     for name in args.imports:
         try:
@@ -2484,12 +3500,18 @@ def main(argv: list[str] | None = None) -> int:
         server = make_server(
             args.listen, args.port, imports=tuple(args.imports), max_envs=args.max_envs, max_body=args.max_body,
             timeout=args.timeout, idle_timeout=args.idle_timeout, token=args.token, monitor_root=args.monitor_root,
-            log_requests=args.log_level in ("debug", "info"), spin_us=args.spin_us,
+            log_requests=args.log_level in ("debug", "info"), spin_us=args.spin_us, isolation=args.isolation,
+            env_timeout=args.env_timeout, max_env_memory=args.max_env_memory, drain_timeout=args.drain_timeout,
         )
     except OSError as exc:
         print(f"gymhttp: error: cannot listen on {args.listen}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     run(server)
+    if server.stuck:  # threads still inside envs (--isolation thread): they must not keep the process alive
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
