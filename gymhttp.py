@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import binascii
 import collections
+import faulthandler
 import functools
 import gc
 import hmac
@@ -1290,6 +1291,12 @@ def _starter_main(sock: socket.socket, settings: dict) -> None:
             importlib.import_module(name)
         except Exception:
             pass
+    # pygame's "parachute" turns a segfault into an abort(): a crash should name its own signal.
+    for name in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    if faulthandler.is_enabled():  # python -X faulthandler: its tracebacks on a crash are worth keeping
+        faulthandler.enable()
     gc.freeze()  # instance processes then don't copy the pages that only the collector touches
     children: dict[int, int | None] = {}  # pid -> exit code once reaped
     while True:
@@ -1895,11 +1902,14 @@ class Instance:
             self.broken = self.broken or f"process {runner.ended}"
             raise HTTPError(HTTPStatus.CONFLICT, self.broken_message())
         try:
-            return runner.call(op, *args)
+            result = runner.call(op, *args)
         except EnvFailure as exc:
             if exc.dead or op in ("step", "reset"):
                 self.broken = exc.summary
             raise
+        if self.closed:  # a thread stuck in the env came back after a close gave up on it
+            raise HTTPError(HTTPStatus.GONE, f"The instance was closed while its {op} ran")
+        return result
 
     def broken_message(self) -> str:
         again = "start a fresh process" if self.runner.ended is not None and self.runner.pid else "try again"

@@ -21,6 +21,7 @@ import time
 import unittest
 import unittest.mock
 import warnings
+from typing import Callable
 
 import gymnasium
 import numpy as np
@@ -192,6 +193,68 @@ class SleepyEnv(gymnasium.Env):
 
 
 gymnasium.register("GymHTTPTest/Sleepy-v0", entry_point=SleepyEnv, disable_env_checker=True)
+
+
+RELEASE = threading.Event()  # lets envs stuck in a thread (--isolation thread) go at a test's end
+
+
+class MisbehavingEnv(gymnasium.Env):
+    """Action 0 steps normally; action 1 misbehaves in the way ``how`` says:
+    segfault, abort, exit, hang, spin, leak (50 MB a step), or raise.  With
+    ``render_mode="rgb_array"`` and ``how="hang"`` its render hangs too, and
+    ``make_hangs`` hangs its constructor."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+    observation_space = spaces.Discrete(1000)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, how="raise", render_mode=None, make_hangs=False, balloon_mib=0):
+        self.how, self.render_mode, self.t, self.hog = how, render_mode, 0, []
+        self.balloon_mib = balloon_mib
+        if make_hangs:
+            RELEASE.wait(30)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return 0, {}
+
+    def step(self, action):
+        self.t += 1
+        if action == 1:
+            self.misbehave()
+        return self.t, 1.0, False, False, {}
+
+    def misbehave(self):
+        how = self.how
+        if how == "segfault":
+            import ctypes
+            ctypes.string_at(0)
+        elif how == "abort":
+            os.abort()
+        elif how == "exit":
+            os._exit(7)
+        elif how == "hang":
+            RELEASE.wait(30)
+        elif how == "spin":
+            end = time.monotonic() + 30
+            while time.monotonic() < end and not RELEASE.is_set():
+                pass
+        elif how == "leak":
+            self.hog.append(np.ones(50 << 20, dtype=np.uint8))  # written, so resident
+        elif how == "balloon":  # grow, then take a long time to answer
+            self.hog.append(np.ones(self.balloon_mib << 20, dtype=np.uint8))
+            RELEASE.wait(30)
+        else:
+            raise RuntimeError("the env misbehaved")
+
+    def render(self):
+        if self.how == "hang":
+            RELEASE.wait(30)
+        return np.zeros((4, 4, 3), dtype=np.uint8)
+
+
+gymnasium.register("GymHTTPTest/Misbehaving-v0", entry_point=MisbehavingEnv, disable_env_checker=True)
 
 
 # ---------------------------------------------------------------------------
@@ -1892,6 +1955,263 @@ class TestHostileInput(ServerTestCase):
 # ---------------------------------------------------------------------------
 
 
+def rss_of(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Healthy:
+    """A CartPole instance stepped beside a misbehaving one, checked step by
+    step against a local CartPole with the same seed and actions."""
+
+    def __init__(self, test: ServerTestCase, seed: int = 5):
+        self.test = test
+        self.iid = test.create("CartPole-v1", encoding="base64")
+        self.local = gymnasium.make("CartPole-v1")
+        self.c = client.Client(test.base, token=test.server_options.get("token"))
+        obs, _ = self.c.reset(self.iid, seed=seed)
+        local_obs, _ = self.local.reset(seed=seed)
+        np.testing.assert_array_equal(obs, local_obs)
+        self.t = 0
+
+    def step(self, count: int = 5) -> None:
+        for _ in range(count):
+            self.t += 1
+            action = self.t % 2
+            obs, reward, terminated, truncated, _ = self.c.step(self.iid, action)
+            l_obs, l_reward, l_term, l_trunc, _ = self.local.step(action)
+            np.testing.assert_array_equal(obs, l_obs)  # exact: same bits as a local env
+            self.test.assertEqual((reward, terminated, truncated), (l_reward, l_term, l_trunc))
+            if terminated or truncated:
+                self.c.reset(self.iid)
+                self.local.reset()
+
+    def close(self) -> None:
+        self.c.close()
+        self.local.close()
+
+
+class IsolationTestCase(ServerTestCase):
+    """Misbehaving envs beside healthy ones."""
+
+    def setUp(self):
+        super().setUp()
+        self.addCleanup(RELEASE.clear)
+        self.addCleanup(RELEASE.set)  # first of all: any thread stuck in an env goes
+
+    def background(self, function: Callable) -> dict:
+        """Run ``function`` in a thread that the test's end waits for; its
+        result lands in the returned dict under "result"."""
+        box: dict = {}
+
+        def run():
+            try:
+                box["result"] = function()
+            except BaseException as exc:
+                box["error"] = exc
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        box["thread"] = thread
+        self.addCleanup(thread.join, 15)  # after RELEASE.set(): cleanups run last first
+        return box
+
+    def misbehaving(self, how: str, **kwargs) -> str:
+        return self.create("GymHTTPTest/Misbehaving-v0", kwargs={"how": how, **kwargs})
+
+    def step(self, iid: str, action: int):
+        return self.post(f"/v1/envs/{iid}/step/", {"action": action})
+
+    def assertBrokenThenRecovers(self, iid: str, *fragments: str) -> None:
+        """Steps get 409 naming what happened; a reset makes it work again; close works."""
+        self.assertError(self.step(iid, 0), 409, "broken", *fragments)
+        status, _, reply = self.post(f"/v1/envs/{iid}/reset/", {"seed": 1})
+        self.assertEqual(status, 200, reply)
+        self.assertEqual(reply["observation"], 0)
+        status, _, reply = self.step(iid, 0)
+        self.assertEqual((status, reply["observation"]), (200, 1))
+        self.assertIsNone(self.get(f"/v1/envs/{iid}/")[2]["broken"])
+        self.assertEqual(self.post(f"/v1/envs/{iid}/close/")[0], 204)
+
+
+class TestProcessIsolation(IsolationTestCase):
+    server_options = {"env_timeout": 1.5}
+
+    def crash(self, how: str, status: int, *fragments: str) -> None:
+        healthy = Healthy(self)
+        iid = self.misbehaving(how)
+        self.assertEqual(self.step(iid, 0)[0], 200)
+        pid = self.get(f"/v1/envs/{iid}/")[2]["pid"]
+        healthy.step()
+        message = self.assertError(self.step(iid, 1), status, *fragments)
+        self.assertIn(f"pid {pid}", message)
+        self.assertFalse(os.path.exists(f"/proc/{pid}"))  # ended and reaped
+        healthy.step(20)
+        self.assertBrokenThenRecovers(iid, *fragments)
+        self.assertNotEqual(self.get(f"/v1/envs/{healthy.iid}/")[2]["pid"], pid)
+        healthy.step(20)
+        healthy.close()
+
+    def test_a_segfault_is_a_500_naming_the_signal(self):
+        self.crash("segfault", 500, "SIGSEGV")
+
+    def test_an_abort_is_a_500_naming_the_signal(self):
+        self.crash("abort", 500, "SIGABRT")
+
+    def test_an_exit_is_a_500_naming_its_status(self):
+        self.crash("exit", 500, "exited with status 7")
+
+    def test_a_hung_step_is_killed_at_the_env_timeout(self):
+        self.crash("hang", 504, "--env-timeout 1.5")
+
+    def test_a_busy_loop_is_killed_at_the_env_timeout(self):
+        self.crash("spin", 504, "--env-timeout 1.5")
+
+    def test_an_exception_keeps_the_process(self):
+        healthy = Healthy(self)
+        iid = self.misbehaving("raise")
+        pid = self.get(f"/v1/envs/{iid}/")[2]["pid"]
+        self.assertError(self.step(iid, 1), 500, "RuntimeError: the env misbehaved")
+        self.assertError(self.step(iid, 0), 409, "raised RuntimeError during step")
+        self.assertEqual(self.post(f"/v1/envs/{iid}/reset/")[0], 200)
+        self.assertEqual(self.get(f"/v1/envs/{iid}/")[2]["pid"], pid)  # the same process: it only raised
+        healthy.step(10)
+        healthy.close()
+
+    def test_a_process_killed_from_outside(self):
+        iid = self.create("CartPole-v1")
+        pid = self.get(f"/v1/envs/{iid}/")[2]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while os.path.exists(f"/proc/{pid}/statm") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": 0}), 500, "SIGKILL")
+        self.assertBrokenThenRecoversCartPole(iid)
+
+    def assertBrokenThenRecoversCartPole(self, iid):
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": 0}), 409, "reset it")
+        obs = self.post(f"/v1/envs/{iid}/reset/", {"seed": 3})[2]["observation"]
+        self.assertEqual(obs, gymnasium.make("CartPole-v1").reset(seed=3)[0].tolist())
+
+    def test_the_timeout_covers_make(self):
+        started = time.monotonic()
+        self.assertError(self.post("/v1/envs/", {"env_id": "GymHTTPTest/Misbehaving-v0", "kwargs": {"make_hangs": True}}),
+                         504, "--env-timeout 1.5", "make")
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(self.client.env_list_all(), {})
+
+    def test_steps_go_on_beside_a_hung_env(self):
+        healthy = Healthy(self)
+        iid = self.misbehaving("hang")
+        stuck = self.background(lambda: self.step(iid, 1))
+        time.sleep(0.2)
+        healthy.step(50)  # while the other is stuck
+        stuck["thread"].join(10)
+        self.assertError(stuck["result"], 504, "--env-timeout")
+        healthy.close()
+
+    def test_details_carry_the_pid_and_memory(self):
+        iid = self.create("CartPole-v1")
+        details = self.get(f"/v1/envs/{iid}/")[2]
+        self.assertNotEqual(details["pid"], os.getpid())
+        self.assertIn(details["pid"], children_of(self.server.starter.pid))
+        self.assertAlmostEqual(details["rss"], rss_of(details["pid"]), delta=8 << 20)
+
+
+class TestProcessIsolationHangs(IsolationTestCase):
+    """No --env-timeout: what a hung env can and cannot stop."""
+
+    def test_a_hung_render_holds_up_no_other_render_and_close_ends_it(self):
+        other = self.create("CartPole-v1", kwargs={"render_mode": "rgb_array"})
+        self.post(f"/v1/envs/{other}/reset/")
+        iid = self.misbehaving("hang", render_mode="rgb_array")
+        self.post(f"/v1/envs/{iid}/reset/")
+        stuck = self.background(lambda: self.get(f"/v1/envs/{iid}/render/"))
+        time.sleep(0.3)
+        for _ in range(3):
+            status, resp, frame = self.get(f"/v1/envs/{other}/render/")
+            self.assertEqual((status, resp.getheader("Content-Type"), png_pixels(frame).shape), (200, "image/png", (400, 600, 3)))
+        started = time.monotonic()
+        self.assertEqual(self.post(f"/v1/envs/{iid}/close/")[0], 204)
+        self.assertLess(time.monotonic() - started, 2.5)
+        stuck["thread"].join(5)
+        self.assertError(stuck["result"], 410, "closed while its render ran")
+        self.assertEqual(self.client.env_list_all(), {other: "CartPole-v1"})
+
+
+class TestProcessMemory(IsolationTestCase):
+    def setUp(self):
+        # The limit: what an instance process holds from the start (a fork of this one), and 300 MiB.
+        self.server_options = {"max_env_memory": (rss_of(os.getpid()) >> 20) + 300}
+        super().setUp()
+
+    def test_a_leak_is_ended_at_the_limit_and_the_server_does_not_grow(self):
+        healthy = Healthy(self)
+        iid = self.misbehaving("leak")
+        before = rss_of(os.getpid())
+        for _ in range(40):
+            status, _, reply = self.step(iid, 1)
+            if status != 200:
+                break
+            healthy.step(1)
+        self.assertError((status, _, reply), 500, f"--max-env-memory {self.server_options['max_env_memory']} MiB")
+        self.assertLess(rss_of(os.getpid()) - before, 50 << 20)  # the leak was never here
+        healthy.step(10)
+        self.assertBrokenThenRecovers(iid, "--max-env-memory")
+        healthy.close()
+
+    def test_memory_grown_inside_one_long_call_is_caught(self):
+        limit = self.server_options["max_env_memory"]
+        iid = self.misbehaving("balloon", balloon_mib=limit)  # then a 30 s wait: only the server's poll can see it
+        started = time.monotonic()
+        self.assertError(self.step(iid, 1), 500, f"--max-env-memory {limit} MiB", "was killed")
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertBrokenThenRecovers(iid, "--max-env-memory")
+
+
+class TestThreadIsolation(IsolationTestCase):
+    server_options = {"isolation": "thread", "env_timeout": 1.0}
+
+    def test_a_hung_step_answers_504_and_a_reset_makes_a_fresh_env(self):
+        healthy = Healthy(self)
+        iid = self.misbehaving("hang")
+        started = time.monotonic()
+        message = self.assertError(self.step(iid, 1), 504, "--env-timeout 1", "thread")
+        self.assertLess(time.monotonic() - started, 3)
+        self.assertIn("cannot be stopped", message)
+        healthy.step(20)
+        self.assertBrokenThenRecovers(iid, "--env-timeout")
+        healthy.step(20)
+        healthy.close()
+
+    def test_the_timeout_covers_make(self):
+        self.assertError(self.post("/v1/envs/", {"env_id": "GymHTTPTest/Misbehaving-v0", "kwargs": {"make_hangs": True}}),
+                         504, "--env-timeout 1", "make")
+        self.assertEqual(self.client.env_list_all(), {})
+
+    def test_details_have_no_process(self):
+        iid = self.create("CartPole-v1")
+        details = self.get(f"/v1/envs/{iid}/")[2]
+        self.assertEqual((details["pid"], details["rss"]), (None, None))
+
+
+class TestThreadIsolationHangs(IsolationTestCase):
+    server_options = {"isolation": "thread"}
+
+    def test_close_of_a_hung_instance_answers_at_once(self):
+        iid = self.misbehaving("hang")
+        stuck = self.background(lambda: self.step(iid, 1))
+        time.sleep(0.2)
+        started = time.monotonic()
+        self.assertEqual(self.post(f"/v1/envs/{iid}/close/")[0], 204)
+        self.assertLess(time.monotonic() - started, 2.5)
+        self.assertEqual(self.client.env_list_all(), {})
+        self.assertError(self.step(iid, 0), 400, "unknown")
+        RELEASE.set()  # the env's thread comes back: its request learns the instance is gone
+        stuck["thread"].join(5)
+        self.assertError(stuck["result"], 410, "closed while its step ran")
+
+
 class TestConcurrencyReplays(ServerTestCase):
     def test_eight_threads_on_eight_instances_match_local_replays(self):
         results, errors = {}, []
@@ -2212,7 +2532,13 @@ class Exploding(Slow):
     def step(self, action):
         raise RuntimeError("kaboom in the env")
 
+class Hang(Slow):
+    def step(self, action):
+        while True:  # busy, for ever: only a kill ends it
+            pass
+
 gymnasium.register("Proc/Slow-v0", entry_point=Slow, disable_env_checker=True)
+gymnasium.register("Proc/Hang-v0", entry_point=Hang, disable_env_checker=True)
 gymnasium.register("Proc/Exploding-v0", entry_point=Exploding, disable_env_checker=True)
 '''
 
@@ -2262,6 +2588,72 @@ class TestServerProcess(unittest.TestCase):
 
     def test_sigint(self):
         self.signal_stops_cleanly(signal.SIGINT)
+
+    def shutdown_ends_despite_a_hung_env(self, isolation):
+        proc, url = self.start("--isolation", isolation, "--drain-timeout", "1")
+        c = client.Client(url)
+        self.addCleanup(c.close)
+        monitor = os.path.join(self.tmp, "mon")
+        slow = c.env_create("Proc/Slow-v0")
+        c.env_monitor_start(slow, monitor)
+        c.step(slow, 0)
+        hung = c.env_create("Proc/Hang-v0")
+        pids = [c.env_details(iid)["pid"] for iid in (slow, hung)]
+        answer = {}
+
+        def stuck():
+            with client.Client(url) as other:
+                try:
+                    other.step(hung, 0)
+                except (client.ServerError, ConnectionError) as exc:
+                    answer["error"] = exc
+
+        thread = threading.Thread(target=stuck, daemon=True)
+        thread.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(20), 0)
+        self.assertLess(time.monotonic() - started, 1 + gymhttp.CLOSE_SECONDS + 2)
+        thread.join(5)
+        self.assertIn("error", answer)  # the stuck step was answered (or cut off), not left hanging
+        with open(os.path.join(monitor, [f for f in os.listdir(monitor) if f.endswith(".stats.json")][0])) as f:
+            self.assertEqual(json.load(f)["episode_lengths"], [1])
+        return pids, answer["error"]
+
+    def test_shutdown_ends_despite_a_hung_env_in_a_process(self):
+        pids, error = self.shutdown_ends_despite_a_hung_env("process")
+        self.assertEqual(getattr(error, "status_code", None), 503)  # the server said why
+        deadline = time.monotonic() + 5
+        while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual([os.path.exists(f"/proc/{pid}") for pid in pids], [False, False])
+
+    def test_shutdown_ends_despite_a_hung_env_in_a_thread(self):
+        pids, _ = self.shutdown_ends_despite_a_hung_env("thread")
+        self.assertEqual(pids, [None, None])
+
+    def test_monitor_files_and_instance_processes_after_the_server_is_killed(self):
+        proc, url = self.start()
+        monitor = os.path.join(self.tmp, "mon")
+        with client.Client(url) as c:
+            iid = c.env_create("Proc/Slow-v0")
+            c.env_monitor_start(iid, monitor)
+            for _ in range(5):
+                c.reset(iid)
+                c.step(iid, 0)  # a one-step episode
+            pid = c.env_details(iid)["pid"]
+            time.sleep(1.2)  # finished episodes reach the file within a second
+            proc.kill()
+            proc.wait(10)
+        stats = [f for f in os.listdir(monitor) if f.endswith(".stats.json")]
+        self.assertFalse([f for f in os.listdir(monitor) if f.endswith(".tmp")])
+        with open(os.path.join(monitor, stats[0])) as f:
+            self.assertEqual(json.load(f)["episode_lengths"], [1] * 5)
+        deadline = time.monotonic() + 5  # no instance process outlives its server
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertFalse(os.path.exists(f"/proc/{pid}"))
 
     def test_second_ctrl_c_exits_at_once(self):
         proc, url = self.start()
