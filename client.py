@@ -20,9 +20,9 @@ License: MIT.
 from __future__ import annotations
 
 import array
-import base64
 import binascii
 import json
+import math
 import os
 import select
 import socket
@@ -216,7 +216,13 @@ SPIN_SAMPLE = 256  # spins per verdict
 SPIN_PREEMPTED_MAX = 4  # more preemptions than this in a sample: cores are contended
 SPIN_BACKOFF = 1.0  # seconds without spinning after that, doubling while it recurs
 SPIN_BACKOFF_MAX = 30.0
+SPIN_GAIN = 1.25  # spinning that gets replies this much sooner than waiting goes on though preempted
+SPIN_TRIAL = 64  # replies waited for without spinning, to measure what spinning gains
+SPIN_REMEASURE = 30.0  # seconds that such a measure stands
 MAX_SPIN_US = 100_000  # longer polling would only burn CPU: that server is not fast
+
+
+_OK_JSON = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
 
 
 class _Connection:
@@ -224,21 +230,35 @@ class _Connection:
 
     ``http.client`` parses every response's headers with the email package;
     a step's round trip is short enough that this shows.  This reads just the
-    status line, the headers it needs and the body.
+    status line, the headers it needs and the body, from its own buffer.  The
+    socket is non-blocking and waits with ``poll`` only when there is nothing
+    to read yet: a socket with a timeout would poll before every recv and send.
     """
 
     def __init__(self, host: str, port: int, timeout: float, spin: float = 0.0):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.rfile = self.sock.makefile("rb", buffering=65536)
+        self.sock.setblocking(False)
+        self.timeout = timeout
+        self._buffer = bytearray()
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        self._poll = poller.poll
         self.spin = spin if _PREEMPTIONS is not None else 0.0
         self._sent = 0.0  # perf_counter() when the last request left
         self._waited = 0.0  # how long the last reply took to start arriving
         self._calm_until = 0.0  # no spinning before this perf_counter()
         self._spins = self._preempted = 0  # in the current sample
         self._backoff = SPIN_BACKOFF
-        self._poll: Any = None
         self.spun = 0  # replies waited for by polling, all told
+        self._spun_wait = 0.0  # reply waits summed over the current sample
+        self._spun_mean = 0.0  # mean reply wait of the last sample that was preempted
+        self._trial = 0  # replies still to wait for without spinning, to measure that
+        self._judge = False  # a trial ended: compare it with spinning
+        self._calm_wait, self._calm_count = 0.0, 0  # reply waits while not spinning
+        self._calm_mean = math.inf  # their mean, when last measured
+        self._calm_measured = -math.inf  # perf_counter() then
+        self._spinning = False  # this reply is waited for by polling
 
     def _spin_for_reply(self) -> None:
         """Busy-poll for the reply while replies come within ``spin`` seconds.
@@ -251,28 +271,52 @@ class _Connection:
         server down: then it stops for SPIN_BACKOFF seconds.
         """
         clock = time.perf_counter
-        if self._waited > self.spin or self._sent < self._calm_until or threading.active_count() > 1:
+        self._spinning = False
+        if self._waited > self.spin or threading.active_count() > 1 or self._trial:
             return
+        if self._sent < self._calm_until:
+            return
+        if self._calm_count:  # a time without spinning just ended: how fast were replies then?
+            self._calm_mean, self._calm_measured = self._calm_wait / self._calm_count, clock()
+            self._calm_wait, self._calm_count = 0.0, 0
+            if self._judge:  # it was a trial
+                self._judge = False
+                if not self._spinning_pays():
+                    self._back_off()
+                    return
         poll = self._poll
-        if poll is None:
-            poller = select.poll()
-            poller.register(self.sock, select.POLLIN)
-            poll = self._poll = poller.poll
         end = self._sent + self.spin
         preempted = _PREEMPTIONS()
         while not poll(0) and clock() < end:
             pass
-        # The same back-off as gymhttp.py's: each file stands alone, so it is written twice.
+        # Like gymhttp.py's back-off (each file stands alone, so it is written twice), and one more rule.
         self._preempted += _PREEMPTIONS() != preempted
         self._spins += 1
         self.spun += 1
-        if self._preempted > SPIN_PREEMPTED_MAX:  # contended: back off, longer each time in a row
-            self._calm_until = clock() + self._backoff
-            self._backoff = min(2 * self._backoff, SPIN_BACKOFF_MAX)
+        self._spinning = True
+        if self._preempted > SPIN_PREEMPTED_MAX:  # contended: should we stop?
+            self._spun_mean = self._spun_wait / self._spins
+            if clock() - self._calm_measured > SPIN_REMEASURE:
+                self._trial = SPIN_TRIAL  # first measure how fast replies come without spinning
+            elif not self._spinning_pays():
+                self._back_off()
             self._spins = self._preempted = 0
+            self._spun_wait = 0.0
         elif self._spins == SPIN_SAMPLE:  # a clean sample
             self._backoff = SPIN_BACKOFF
             self._spins = self._preempted = 0
+            self._spun_wait = 0.0
+
+    def _spinning_pays(self) -> bool:
+        """Whether spinning gets replies clearly sooner than waiting does, though
+        preempted: then what takes our core is likely the very work we wait
+        for (the server's instance process, on a machine with few cores)."""
+        return self._calm_mean > SPIN_GAIN * self._spun_mean
+
+    def _back_off(self) -> None:
+        """Stop spinning for a while, longer each time in a row."""
+        self._calm_until = time.perf_counter() + self._backoff
+        self._backoff = min(2 * self._backoff, SPIN_BACKOFF_MAX)
 
     def usable(self) -> bool:
         """False when the server closed this connection while it sat idle.
@@ -281,44 +325,95 @@ class _Connection:
         an idle connection has nothing to read unless the server closed it.
         """
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
+            return not self._buffer and not self._poll(0)
         except (OSError, ValueError):
             return False
-        return not readable
 
     def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        """Send all of ``data``; OSError (TimeoutError) when it cannot leave."""
+        sock = self.sock
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):  # a large body: wait for room, within the timeout
+            sock.settimeout(self.timeout)
+            try:
+                sock.sendall(memoryview(data)[sent:])
+            finally:
+                sock.setblocking(False)
         self._sent = time.perf_counter()
+
+    def _fill(self) -> None:
+        """Read what has arrived into the buffer, waiting up to the timeout."""
+        while True:
+            try:
+                chunk = self.sock.recv(262144)
+            except BlockingIOError:
+                if not self._poll(self.timeout * 1000):
+                    raise TimeoutError(f"no reply within {self.timeout:g} s") from None
+                continue
+            if not chunk:
+                raise ConnectionError("connection closed")
+            self._buffer += chunk
+            return
+
+    def _take(self, size: int) -> bytes:
+        buffer = self._buffer
+        while len(buffer) < size:
+            self._fill()
+        data = bytes(buffer[:size])
+        del buffer[:size]
+        return data
+
+    def _line(self) -> bytes:
+        buffer = self._buffer
+        while (end := buffer.find(b"\n")) < 0:
+            if len(buffer) > 65536:
+                raise ConnectionError("a line of the reply is too long")
+            self._fill()
+        return self._take(end + 1)
 
     def read_response(self, method: str) -> tuple[int, str, bytes, bool]:
         """(status, reason, body, keep-alive) of the next response."""
-        rfile = self.rfile
-        if self.spin:
+        buffer = self._buffer
+        if self.spin and not buffer:
             self._spin_for_reply()
-        line = rfile.readline(65537)
-        if not line:
-            raise ConnectionError("connection closed")
+        while (end := buffer.find(b"\r\n\r\n")) < 0:  # the head, whole
+            if len(buffer) > 1 << 20:
+                raise ConnectionError("the reply's head is too long")
+            self._fill()
         if self.spin:
-            self._waited = time.perf_counter() - self._sent
-        version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
+            self._waited = waited = time.perf_counter() - self._sent
+            if self._spinning:
+                self._spun_wait += waited
+            elif self._trial or self._sent < self._calm_until:
+                self._calm_wait += waited
+                self._calm_count += 1
+                if self._trial:
+                    self._trial -= 1
+                    self._judge = not self._trial
+        if buffer.startswith(_OK_JSON):  # a usual reply (gymhttp's): only its length to read
+            digits = buffer[len(_OK_JSON):end]
+            if digits.isdigit():
+                del buffer[:end + 4]
+                return 200, "OK", self._take(int(digits)), True
+        head = buffer[:end].decode("latin-1").split("\r\n")
+        del buffer[:end + 4]
+        version, _, rest = head[0].partition(" ")
         code, _, reason = rest.partition(" ")
         status = int(code)
         length, chunked, keep = None, False, version == "HTTP/1.1"
-        while True:
-            line = rfile.readline(65537)
-            if line in (b"\r\n", b"\n"):
-                break
-            if not line:
-                raise ConnectionError("connection closed in the headers")
-            name, _, value = line.partition(b":")
+        for line in head[1:]:
+            name, _, value = line.partition(":")
             name = name.strip().lower()
-            if name == b"content-length":
+            if name == "content-length":
                 length = int(value)
-            elif name == b"connection":
+            elif name == "connection":
                 token = value.strip().lower()
-                keep = token != b"close" if version == "HTTP/1.1" else token == b"keep-alive"
-            elif name == b"transfer-encoding":
-                chunked = value.strip().lower() == b"chunked"
+                keep = token != "close" if version == "HTTP/1.1" else token == "keep-alive"
+            elif name == "transfer-encoding":
+                chunked = value.strip().lower() == "chunked"
         if status == 100:
             return self.read_response(method)
         if method == "HEAD" or status in (204, 304):
@@ -326,26 +421,28 @@ class _Connection:
         if chunked:
             parts = []
             while True:
-                size = int(rfile.readline(65537).split(b";")[0], 16)
+                size = int(self._line().split(b";")[0], 16)
                 if size == 0:
-                    while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    while self._line() not in (b"\r\n", b"\n"):
                         pass
                     break
-                parts.append(rfile.read(size))
-                rfile.readline(3)
+                parts.append(self._take(size))
+                self._line()
             return status, reason, b"".join(parts), keep
-        if length is None:
-            return status, reason, rfile.read(), False
-        body = rfile.read(length)
-        if len(body) < length:
-            raise ConnectionError("connection closed in the body")
-        return status, reason, body, keep
+        if length is None:  # the body ends with the connection
+            try:
+                while True:
+                    self._fill()
+            except ConnectionError:
+                pass
+            return status, reason, self._take(len(buffer)), False
+        try:
+            return status, reason, self._take(length), keep
+        except ConnectionError:
+            raise ConnectionError("connection closed in the body") from None
 
     def close(self) -> None:
-        try:
-            self.rfile.close()
-        finally:
-            self.sock.close()
+        self.sock.close()
 
 
 # -- the client ---------------------------------------------------------------
@@ -387,6 +484,8 @@ class Client:
         if token:
             self._head += f"Authorization: Bearer {token}\r\n"
         self._conn: _Connection | None = None
+        self._step_routes: dict[str, str] = {}  # instance id -> its step route, quoted once
+        self._starts: dict[tuple[str, str], bytes] = {}  # (method, route) -> the request's start
 
     # -- plumbing ------------------------------------------------------------
 
@@ -403,9 +502,12 @@ class Client:
             body = data  # already JSON
         else:
             body = _dumps(data).encode()
-        head = (
-            f"{method} {self._prefix}{route} HTTP/1.1\r\n{self._head}Content-Length: {len(body)}\r\n\r\n"
-        ).encode("latin-1")
+        start = self._starts.get((method, route))
+        if start is None:  # the request line and fixed headers, made once per route
+            if len(self._starts) > 4096:
+                self._starts.clear()
+            start = self._starts[method, route] = f"{method} {self._prefix}{route} HTTP/1.1\r\n{self._head}".encode("latin-1")
+        head = start + b"Content-Length: %d\r\n\r\n" % len(body)
         conn = self._conn
         if conn is None or not conn.usable():
             conn = self._open()
@@ -598,11 +700,18 @@ class Client:
         return reply["observation"], reply["reward"], reply["terminated"], reply["truncated"], reply["info"]
 
     def _step(self, instance_id: str, action: Any, render: bool) -> dict:
+        route = self._step_routes.get(instance_id)
+        if route is None:
+            if len(self._step_routes) > 1024:
+                self._step_routes.clear()
+            route = self._step_routes[instance_id] = f"/v1/envs/{quote(instance_id, safe='')}/step/"
         if type(action) is Envelope:
             data: Any = b'{"action":' + action.json + (b',"render":true}' if render else b"}")
+        elif type(action) is int and not render:
+            data = b'{"action":%d}' % action
         else:
             data = {"action": action, "render": True} if render else {"action": action}
-        return self._post_request(f"/v1/envs/{quote(instance_id, safe='')}/step/", data)
+        return self._request("POST", route, data)
 
 
 # -- RemoteEnv: a gymnasium.Env backed by a server instance ---------------------

@@ -874,6 +874,12 @@ def _bools(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=bool)
 
 
+_FLAGS = {  # (done, terminated, truncated) -> their part of a single env's step reply
+    (d, te, tr): f',"done":{str(d).lower()},"terminated":{str(te).lower()},"truncated":{str(tr).lower()},"info":'.encode()
+    for d in (False, True) for te in (False, True) for tr in (False, True)
+}
+
+
 class EnvSide:
     """One environment (or vector of them) and every call into it.
 
@@ -1018,14 +1024,14 @@ class EnvSide:
         reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
         done = terminated or truncated
         episodes = self._count(reward, done)
-        return (reset_first, episodes), encode_json({
-            "observation": self.observation.encode(observation),
-            "reward": reward,
-            "done": done,
-            "terminated": terminated,
-            "truncated": truncated,
-            "info": info,
-        })
+        # Assembled here: the encoder would walk a dict for the same bytes.
+        return (reset_first, episodes), b"".join((
+            b'{"observation":', _encode_value(self.observation.encode(observation)),
+            b',"reward":', repr(reward).encode() if reward - reward == 0 else _encode_value(sanitize(reward)),
+            _FLAGS[done, terminated, truncated],
+            _encode_value(info) if info else b"{}", b"}",
+        ))
+
 
     def sample(self) -> bytes:
         return encode_json({"action": self.action.encode(self.env.action_space.sample())})
@@ -1674,6 +1680,13 @@ class LocalRunner:
         return runner, runner._call(runner.side.facts, (), "make")
 
     def call(self, op: str, *args: Any) -> Any:
+        if self.timeout is None:  # the usual case, kept short
+            try:
+                return getattr(self.side, op)(*args)
+            except HTTPError:
+                raise
+            except Exception as exc:
+                raise env_failure(exc, op) from exc
         return self._call(getattr(self.side, op), args, op)
 
     def _call(self, function: Callable, args: tuple, op: str) -> Any:
@@ -2770,6 +2783,7 @@ def openapi_json() -> bytes:
 
 
 _STATUS_LINES = {status: f"HTTP/1.1 {status.value} {status.phrase}" for status in HTTPStatus}
+_OK_JSON = f"HTTP/1.1 200 OK\r\nContent-Type: {JSON_TYPE}\r\nContent-Length: %d\r\n\r\n".encode()
 
 
 def _preemption_counter() -> Callable[[], int] | None:
@@ -2804,8 +2818,9 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
     server: GymHTTPServer
 
     def setup(self) -> None:
+        # No socket timeout: with one, Python polls before every recv and send.
+        # The watchdog cuts connections past their deadlines instead (track()).
         super().setup()
-        self.connection.settimeout(self.server.timeout_seconds)
         try:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -2941,11 +2956,13 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
             # Only a client whose requests succeed is polled for: not one
             # without the token, nor one stuck in a loop of errors.
             self._succeeded = status < HTTPStatus.BAD_REQUEST
+            # A client that does not read its reply, then does not send the
+            # next request, within --timeout is cut off.
+            server.track(self, time.monotonic() + server.timeout_seconds)
             self.reply(status, payload, content_type, extra)
         finally:
             server.end_request()
             self._replied = time.perf_counter()
-            server.track(self, time.monotonic() + server.timeout_seconds)
         if self.server.log_requests:
             log.info(
                 "%s %s %s %d %.1fms",
@@ -3033,6 +3050,12 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         ``Content-Length`` always, except for 204 which has no body (RFC 9110);
         HEAD gets the headers of GET without the body.
         """
+        if status is HTTPStatus.OK and not headers and content_type is JSON_TYPE and not self.close_connection:
+            try:  # the usual reply (a step's), from a template
+                self.connection.sendall(_OK_JSON % len(body) + (body if self.command != "HEAD" else b""))
+            except OSError:
+                self.close_connection = True
+            return
         lines = [_STATUS_LINES[status]]
         if status is not HTTPStatus.NO_CONTENT:
             lines.append(f"Content-Type: {content_type}")

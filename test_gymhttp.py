@@ -54,7 +54,7 @@ class SpaceEnv(gymnasium.Env):
     """Observations and actions from given spaces; the observation is a fixed
     sample so tests can compare it; it terminates after ``length`` steps."""
 
-    metadata = {"render_modes": ["rgb_array", "ansi"]}
+    metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
 
     def __init__(self, observation_space, action_space, length=5, render_mode=None):
         self.observation_space = observation_space
@@ -204,7 +204,7 @@ class MisbehavingEnv(gymnasium.Env):
     ``render_mode="rgb_array"`` and ``how="hang"`` its render hangs too, and
     ``make_hangs`` hangs its constructor."""
 
-    metadata = {"render_modes": ["rgb_array"]}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
     observation_space = spaces.Discrete(1000)
     action_space = spaces.Discrete(2)
 
@@ -1476,9 +1476,35 @@ class TestClientBusyPolling(unittest.TestCase):
             count = step_for(self.client, self.iid, 0.2)
         self.assertGreater(self.client._conn.spun - self.spun_before, count // 4)
 
+    def steps(self, count: int, preemptions=lambda: 0) -> None:
+        with unittest.mock.patch.object(client, "_PREEMPTIONS", preemptions):
+            for _ in range(count):
+                self.client._conn._waited = 0.0  # count every request, however long the env (or setUp's reset) took
+                self.client.step(self.iid, 0)
+
+    def test_when_preempted_it_first_measures_replies_without_spinning(self):
+        conn = self.client._conn
+        conn._spins = conn._preempted = 0  # a fresh sample: a real preemption in setUp must not count
+        self.steps(client.SPIN_PREEMPTED_MAX + 1 + client.SPIN_TRIAL, preempted_every_time())
+        self.assertEqual(conn.spun - self.spun_before, client.SPIN_PREEMPTED_MAX + 1)  # then the trial: no spinning
+        self.assertEqual(conn._trial, 0)
+        self.assertEqual(conn._calm_count, client.SPIN_TRIAL)
+        self.steps(1)
+        self.assertGreater(conn._calm_measured, time.perf_counter() - 1)  # measured now
+        self.assertGreater(conn._calm_mean, 0)
+
+    def test_keeps_spinning_though_preempted_when_spinning_pays(self):
+        conn = self.client._conn
+        conn._spins = conn._preempted = 0
+        conn._calm_mean, conn._calm_measured = 10.0, time.perf_counter()  # waiting took 10 s a reply
+        self.steps(3 * (client.SPIN_PREEMPTED_MAX + 1), preempted_every_time())
+        self.assertEqual(conn.spun - self.spun_before, 3 * (client.SPIN_PREEMPTED_MAX + 1))
+        self.assertEqual((conn._calm_until, conn._trial), (0.0, 0))
+
     def test_backs_off_when_preempted_and_resumes_after_a_clean_sample(self):
         conn = self.client._conn
         conn._spins = conn._preempted = 0  # a fresh sample: a real preemption in setUp must not count
+        conn._calm_mean, conn._calm_measured = 0.0, time.perf_counter()  # waiting was as quick as it gets
         with unittest.mock.patch.object(client, "_PREEMPTIONS", preempted_every_time()):
             step_for(self.client, self.iid, 0.2)
         self.assertEqual(conn.spun - self.spun_before, client.SPIN_PREEMPTED_MAX + 1)

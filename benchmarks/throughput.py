@@ -12,6 +12,7 @@ targets are stated in.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import select
@@ -51,6 +52,48 @@ while True:
         if not data:
             break
         conn.sendall(data)
+    conn.close()
+"""
+
+
+# The step floor: the leanest Python HTTP server that steps CartPole.  One
+# keep-alive connection; it reads the request line, the headers and a
+# Content-Length body, steps, and writes one JSON reply.  No routing, no
+# checks.  With "poll" it busy-polls for the next request, as gymhttp does.
+STEP_FLOOR_SERVER = r"""
+import json, select, socket, sys, gymnasium
+spin = sys.argv[1:] == ["poll"]
+env = gymnasium.make("CartPole-v1")
+env.reset(seed=0)
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen()
+print(srv.getsockname()[1], flush=True)
+while True:
+    conn, _ = srv.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    poller = select.poll()
+    poller.register(conn, select.POLLIN)
+    rfile = conn.makefile("rb")
+    while True:
+        while spin and not poller.poll(0):
+            pass
+        if not rfile.readline():
+            break
+        length = 0
+        while True:
+            line = rfile.readline()
+            if line in (b"\r\n", b""):
+                break
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        action = json.loads(rfile.read(length))["action"]
+        obs, reward, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            obs, info = env.reset()
+        body = json.dumps({"observation": obs.tolist(), "reward": float(reward), "done": terminated or truncated,
+                           "terminated": terminated, "truncated": truncated, "info": info}).encode()
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
     conn.close()
 """
 
@@ -127,6 +170,44 @@ def tcp_floor(port: int, seconds: float, poll: bool = False) -> float:
     try:
         return rate(roundtrip, seconds)
     finally:
+        sock.close()
+
+
+def start_step_floor(poll: bool) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-c", STEP_FLOOR_SERVER, *(["poll"] if poll else [])], stdout=subprocess.PIPE, text=True)
+    return proc, int(proc.stdout.readline())
+
+
+def step_floor(port: int, seconds: float, poll: bool) -> float:
+    """Steps/s of the leanest client of the step floor: it writes the request,
+    reads the reply (busy-polling for it with ``poll``) and parses its JSON."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    rfile = sock.makefile("rb")
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    state = {"t": 0}
+
+    def step():
+        state["t"] += 1
+        body = b'{"action": %d}' % (state["t"] & 1)
+        sock.sendall(b"POST /v1/envs/floor/step/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        while poll and not poller.poll(0):
+            pass
+        rfile.readline()
+        length = 0
+        while True:
+            line = rfile.readline()
+            if line == b"\r\n":
+                break
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        json.loads(rfile.read(length))
+
+    try:
+        return rate(step, seconds)
+    finally:
+        rfile.close()
         sock.close()
 
 
