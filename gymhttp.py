@@ -2664,6 +2664,8 @@ OPENAPI_SCHEMAS: dict[str, dict] = {
         episodes={"type": "integer"}, last_return={"type": ["number", "null"]},
         recent_episodes={"type": "array", "items": _ref("Episode"), "description": f"the last {RECENT_EPISODES}, oldest first"},
         needs_reset={"type": "boolean"}, broken={"type": ["string", "null"]}, monitor={"type": ["string", "null"]},
+        pid={"type": ["integer", "null"], "description": "its instance process (--isolation process); null in threads or once it ended"},
+        rss={"type": ["integer", "null"], "description": "that process's resident memory in bytes"},
         now={"type": "number", "description": "the server's clock (Unix time), to compare the times above with"},
     ),
 }
@@ -2689,7 +2691,8 @@ def _operation(op_id: str, summary: str, *, request: str | None = None, reply: s
     operation["responses"] = {
         status: ok,
         "4XX": {"description": "A bad request; the message says what to fix", **_json_body("Error")},
-        "5XX": {"description": "The environment or the server failed", **_json_body("Error")},
+        "5XX": {"description": "The environment failed: it raised or its process died (500), it ran past "
+                "--env-timeout (504); or the server is shutting down (503)", **_json_body("Error")},
     }
     return operation
 
@@ -2863,7 +2866,8 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         preempted = _PREEMPTIONS()
         while not poll(0) and not server._inflight and clock() < end:
             pass
-        # The same back-off as client.py's: each file stands alone, so it is written twice.
+        # The back-off of client.py (each file stands alone, so it is written twice),
+        # less its rule for spinning on when that measurably pays.
         self._preempted += _PREEMPTIONS() != preempted
         self._spins += 1
         self.spun += 1
@@ -3646,7 +3650,7 @@ canvas.plot { width: 100%; height: 130px; display: block; }
     </div>
     <div class="view"></div>
     <div class="plotbox"><div class="label"><span>episode returns</span><span class="range"></span></div><canvas class="plot"></canvas></div>
-    <div class="foot"><span class="active"></span><span class="created"></span></div>
+    <div class="foot"><span class="active"></span><span class="mem"></span><span class="created"></span></div>
   </article>
 </template>
 <script>
@@ -3679,6 +3683,7 @@ async function api(path, kind = "json") {
 }
 
 const fmtInt = n => Number(n).toLocaleString("en-US");
+const fmtMiB = b => (b < 10 * 2 ** 20 ? (b / 2 ** 20).toFixed(1) : fmtInt(Math.round(b / 2 ** 20))) + " MiB";
 function fmtNum(x) {
   if (x === null || x === undefined) return "–";
   if (typeof x === "string") return x;  // "NaN", "Infinity"
@@ -3768,6 +3773,9 @@ function updateCard(card, d) {
   broken.title = d.broken || "";
   q(".active").textContent = "active " + ago(d.now - d.last_activity);
   q(".created").textContent = "created " + new Date(d.created * 1000).toLocaleTimeString();
+  const mem = q(".mem");  // its process's resident memory (--isolation process)
+  mem.textContent = typeof d.rss === "number" ? fmtMiB(d.rss) : "";
+  mem.title = d.pid ? "resident memory of its process, pid " + d.pid : "";
   drawPlot(q("canvas"), returns, d.episodes, q(".range"));
 }
 

@@ -1793,7 +1793,9 @@ class TestBenchmark(unittest.TestCase):
         self.assertEqual(out.returncode, 0, out.stderr[-2000:])
         for row in ("in-process", "bare TCP", "client.Client", "64 envs, list", "64 envs, base64",
                     "210x160x3 uint8 frames, list", "210x160x3 uint8 frames, base64", "8 clients on 8 CartPole",
-                    "20 ms env", "memory per idle"):
+                    "20 ms env", "memory per idle", "the step floor", "the polling step floor", "--isolation thread",
+                    "CPU-heavy env", "2 clients on 2 instances, --isolation process", "create a CartPole instance",
+                    "instance process's own"):
             self.assertIn(row, out.stdout)
         self.assertIn("| target | measured | wanted | met |", out.stdout)
 
@@ -3341,6 +3343,8 @@ class TestDashboardInBrowser(ServerTestCase):
         self.assertIn('<b class="steps">20</b>', cards[vector])
         self.assertIn('<b id="t-instances">4</b>', dom)
         self.assertNotIn("<h2>No instances yet</h2>", dom)
+        pid = self.get(f"/v1/envs/{plain}/")[2]["pid"]  # memory per instance: its process's
+        self.assertRegex(cards[plain], rf'<span class="mem" title="resident memory of its process, pid {pid}">[\d.,]+ MiB</span>')
 
     def test_asks_for_the_token(self):
         self.server.token = "letmein"  # the same server, now guarded

@@ -42,5 +42,32 @@ class SleepyEnv(gymnasium.Env):
         return 0, 0.0, False, False, {}
 
 
+HEAVY_LOOP = 40_000  # about 2 ms of Python on the benchmark machine; the benchmark prints the real figure
+
+
+def heavy_work() -> int:
+    """CPU-bound Python, holding the GIL all along: what a simulator written in Python costs."""
+    total = 0
+    for i in range(HEAVY_LOOP):
+        total += i * i
+    return total
+
+
+class HeavyEnv(gymnasium.Env):
+    """Every step costs about 2 ms of Python CPU (heavy_work)."""
+
+    observation_space = spaces.Discrete(2)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return 0, {}
+
+    def step(self, action):
+        heavy_work()
+        return 0, 0.0, False, False, {}
+
+
 gymnasium.register("Bench/AtariSized-v0", entry_point=AtariSizedEnv, disable_env_checker=True)
+gymnasium.register("Bench/Heavy-v0", entry_point=HeavyEnv, disable_env_checker=True)
 gymnasium.register("Bench/Sleepy-v0", entry_point=SleepyEnv, disable_env_checker=True)

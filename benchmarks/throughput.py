@@ -25,6 +25,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
 
 import gymnasium  # noqa: E402
 import numpy as np  # noqa: E402
@@ -61,10 +62,31 @@ while True:
 # Content-Length body, steps, and writes one JSON reply.  No routing, no
 # checks.  With "poll" it busy-polls for the next request, as gymhttp does.
 STEP_FLOOR_SERVER = r"""
-import json, select, socket, sys, gymnasium
-spin = sys.argv[1:] == ["poll"]
+import json, os, select, socket, sys, gymnasium
+spin, relay = "poll" in sys.argv, "relay" in sys.argv
 env = gymnasium.make("CartPole-v1")
 env.reset(seed=0)
+
+
+def step(body):
+    action = json.loads(body)["action"]
+    obs, reward, terminated, truncated, info = env.step(action)
+    if terminated or truncated:
+        obs, info = env.reset()
+    return json.dumps({"observation": obs.tolist(), "reward": float(reward), "done": terminated or truncated,
+                       "terminated": terminated, "truncated": truncated, "info": info}).encode()
+
+
+if relay:  # the step in a child process, over a socket pair: the least that process isolation costs
+    ours, theirs = socket.socketpair()
+    if os.fork() == 0:
+        ours.close()
+        while True:
+            body = theirs.recv(65536)
+            if not body:
+                os._exit(0)
+            theirs.sendall(step(body))
+    theirs.close()
 srv = socket.socket()
 srv.bind(("127.0.0.1", 0))
 srv.listen()
@@ -87,12 +109,12 @@ while True:
                 break
             if line[:15].lower() == b"content-length:":
                 length = int(line[15:])
-        action = json.loads(rfile.read(length))["action"]
-        obs, reward, terminated, truncated, info = env.step(action)
-        if terminated or truncated:
-            obs, info = env.reset()
-        body = json.dumps({"observation": obs.tolist(), "reward": float(reward), "done": terminated or truncated,
-                           "terminated": terminated, "truncated": truncated, "info": info}).encode()
+        body = rfile.read(length)
+        if relay:
+            ours.sendall(body)
+            body = ours.recv(65536)
+        else:
+            body = step(body)
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
     conn.close()
 """
@@ -173,8 +195,9 @@ def tcp_floor(port: int, seconds: float, poll: bool = False) -> float:
         sock.close()
 
 
-def start_step_floor(poll: bool) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-c", STEP_FLOOR_SERVER, *(["poll"] if poll else [])], stdout=subprocess.PIPE, text=True)
+def start_step_floor(poll: bool, relay: bool = False) -> tuple[subprocess.Popen, int]:
+    flags = (["poll"] if poll else []) + (["relay"] if relay else [])
+    proc = subprocess.Popen([sys.executable, "-c", STEP_FLOOR_SERVER, *flags], stdout=subprocess.PIPE, text=True)
     return proc, int(proc.stdout.readline())
 
 
@@ -306,7 +329,19 @@ def sequential(url: str, env_id: str, instances: int, seconds: float) -> float:
                 c.env_close(iid)
 
 
-def memory_per_instance(url: str, pid: int, count: int) -> float:
+def private_bytes(pid: int) -> int:
+    """A process's own memory: resident pages it shares with no other process."""
+    total = 0
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def memory_per_instance(url: str, pid: int, count: int) -> tuple[float, float, float]:
+    """Per idle CartPole instance: (the server's growth, its process's private
+    memory, its process's resident memory); both 0 without instance processes."""
     with client.Client(url) as c:
         warm = [c.env_create("CartPole-v1") for _ in range(5)]
         for iid in warm:
@@ -316,9 +351,31 @@ def memory_per_instance(url: str, pid: int, count: int) -> float:
         for iid in ids:
             c.reset(iid)
         after = rss_bytes(pid)
+        pids = [c.env_details(iid)["pid"] for iid in ids]
+        own = [private_bytes(p) for p in pids if p]
+        resident = [rss_bytes(p) for p in pids if p]
         for iid in ids + warm:
             c.env_close(iid)
-    return (after - before) / count
+    mean = (lambda xs: sum(xs) / len(xs) if xs else 0.0)
+    return (after - before) / count, mean(own), mean(resident)
+
+
+def create_latency(url: str, count: int) -> float:
+    """Median seconds of one create (with its first reset) and close, done one after another."""
+    times = []
+    with client.Client(url) as c:
+        for _ in range(count):
+            started = time.perf_counter()
+            iid = c.env_create("CartPole-v1")
+            times.append(time.perf_counter() - started)
+            c.env_close(iid)
+    return sorted(times)[len(times) // 2]
+
+
+def heavy_in_process(seconds: float) -> float:
+    import bench_envs
+
+    return rate(bench_envs.heavy_work, seconds)
 
 
 # -- the run --------------------------------------------------------------------
@@ -336,81 +393,128 @@ def main(argv: list[str] | None = None) -> int:
 
     echo, echo_port = start_echo(poll=False)
     polling_echo, polling_echo_port = start_echo(poll=True)
-    server, url = start_server()
+    step_floor_proc, step_floor_port = start_step_floor(poll=False)
+    polling_step_floor_proc, polling_step_floor_port = start_step_floor(poll=True)
+    relay_floor_proc, relay_floor_port = start_step_floor(poll=True, relay=True)
+    server, url = start_server()  # the defaults: --isolation process
+    threads, threads_url = start_server(["--isolation", "thread"])
     still, still_url = start_server(["--spin-us", "0"])  # busy-polling off, for comparison
     rows: list[tuple[str, str, str]] = []
     checks: list[tuple[str, float, str, bool]] = []
+
+    def check(name: str, value: float, wanted: str, ok: bool) -> None:
+        checks.append((name, value, wanted, ok))
+
     try:
         # Best of three everywhere, alternating the things compared, so that
         # both sides of a ratio see the same machine (this VM's speed wanders).
         rounds = 1 if args.quick else 3
-        floors, polling_floors, singles, still_singles, locals_ = [], [], [], [], []
+        best: dict[str, float] = {}
+
+        def measure(name: str, function, *a, **kw) -> None:
+            best[name] = max(best.get(name, 0.0), function(*a, **kw))
+
         for _ in range(rounds):
-            locals_.append(in_process(seconds))
-            floors.append(tcp_floor(echo_port, seconds))
-            singles.append(single_client(url, seconds))
-            polling_floors.append(tcp_floor(polling_echo_port, seconds, poll=True))
-            still_singles.append(single_client(still_url, seconds, spin_us=0))
-        floor, single, local = max(floors), max(singles), max(locals_)
-        polling_floor, still_single = max(polling_floors), max(still_singles)
-        vec = {}
-        for n in sizes:
-            for encoding in ("list", "base64"):
-                vec[n, encoding] = 0.0
-            if n == 256:
-                vec[n, "still"] = 0.0
-            for _ in range(rounds):
-                for encoding in ("list", "base64"):
-                    vec[n, encoding] = max(vec[n, encoding], vector(url, n, encoding, seconds))
-                if n == 256:
-                    vec[n, "still"] = max(vec[n, "still"], vector(still_url, n, "base64", seconds, spin_us=0))
-            local = max(local, in_process(seconds))  # and the baseline again, beside them
+            measure("local", in_process, seconds)
+            measure("floor", tcp_floor, echo_port, seconds)
+            measure("step floor", step_floor, step_floor_port, seconds, poll=False)
+            measure("single", single_client, url, seconds)
+            measure("polling floor", tcp_floor, polling_echo_port, seconds, poll=True)
+            measure("polling step floor", step_floor, polling_step_floor_port, seconds, poll=True)
+            measure("relay floor", step_floor, relay_floor_port, seconds, poll=True)
+            measure("single thread", single_client, threads_url, seconds)
+            measure("single still", single_client, still_url, seconds, spin_us=0)
+        local, floor, polling_floor = best["local"], best["floor"], best["polling floor"]
+        single, single_thread, step_floor_ = best["single"], best["single thread"], best["polling step floor"]
         rows += [
             ("CartPole in-process, one env", f"{local:,.0f} steps/s", ""),
             ("bare TCP round trips between two processes (the floor)", f"{floor:,.0f} round trips/s", ""),
             ("the same, both ends busy-polling", f"{polling_floor:,.0f} round trips/s", f"{polling_floor / floor:.2f} x floor"),
-            ("CartPole through client.Client, one client", f"{single:,.0f} steps/s",
-             f"{single / floor:.2f} x floor, {single / polling_floor:.2f} x polling floor"),
-            ("the same, busy-polling off (--spin-us 0, spin_us=0)", f"{still_single:,.0f} steps/s", f"{still_single / floor:.2f} x floor"),
+            ("the leanest Python HTTP server and client stepping CartPole (the step floor)", f"{best['step floor']:,.0f} steps/s", ""),
+            ("the same, both ends busy-polling (the polling step floor)", f"{step_floor_:,.0f} steps/s",
+             f"{step_floor_ / best['step floor']:.2f} x step floor"),
+            ("the same, the step done in a child process (the least a process per instance costs)",
+             f"{best['relay floor']:,.0f} steps/s", f"{best['relay floor'] / step_floor_:.2f} x polling step floor"),
+            ("CartPole through client.Client, one client, --isolation process", f"{single:,.0f} steps/s",
+             f"{single / step_floor_:.2f} x polling step floor, {single / floor:.2f} x floor"),
+            ("the same, --isolation thread", f"{single_thread:,.0f} steps/s",
+             f"{single_thread / step_floor_:.2f} x polling step floor, {single_thread / floor:.2f} x floor"),
+            ("the same, process, busy-polling off (--spin-us 0, spin_us=0)", f"{best['single still']:,.0f} steps/s",
+             f"{best['single still'] / best['step floor']:.2f} x step floor"),
         ]
-        checks.append(("single client / TCP floor", single / floor, ">= 0.25", single / floor >= 0.25))
+        check("single client / TCP floor", single / floor, ">= 0.25", single / floor >= 0.25)
+        check("one client, process / polling step floor", single / step_floor_, ">= 0.6", single / step_floor_ >= 0.6)
+        check("one client, thread / polling step floor", single_thread / step_floor_, ">= 0.8", single_thread / step_floor_ >= 0.8)
+        vec = {}
+        for n in sizes:
+            for _ in range(rounds):
+                for encoding in ("list", "base64"):
+                    vec[n, encoding] = max(vec.get((n, encoding), 0.0), vector(url, n, encoding, seconds))
+                if n == 256:
+                    vec[n, "thread"] = max(vec.get((n, "thread"), 0.0), vector(threads_url, n, "base64", seconds))
+                    vec[n, "still"] = max(vec.get((n, "still"), 0.0), vector(still_url, n, "base64", seconds, spin_us=0))
+            local = max(local, in_process(seconds))  # and the baseline again, beside them
         for n in sizes:
             for encoding in ("list", "base64"):
                 rows.append((f"CartPole vector, {n} envs, {encoding}", f"{vec[n, encoding]:,.0f} env-steps/s",
                              f"{vec[n, encoding] / local:.2f} x in-process"))
-            if (n, "still") in vec:
-                rows.append((f"CartPole vector, {n} envs, base64, busy-polling off", f"{vec[n, 'still']:,.0f} env-steps/s",
-                             f"{vec[n, 'still'] / local:.2f} x in-process"))
+            for key, what in (("thread", "base64, --isolation thread"), ("still", "base64, busy-polling off")):
+                if (n, key) in vec:
+                    rows.append((f"CartPole vector, {n} envs, {what}", f"{vec[n, key]:,.0f} env-steps/s",
+                                 f"{vec[n, key] / local:.2f} x in-process"))
         if (256, "base64") in vec:
             ratio = vec[256, "base64"] / local
-            checks.append(("256-env vector base64 / in-process", ratio, ">= 4", ratio >= 4))
+            check("256-env vector base64 / in-process", ratio, ">= 4", ratio >= 4)
         frames = {enc: max(atari(url, enc, seconds) for _ in range(rounds)) for enc in ("list", "base64")}
         rows.append(("210x160x3 uint8 frames, list", f"{frames['list']:,.1f} steps/s", ""))
         rows.append(("210x160x3 uint8 frames, base64", f"{frames['base64']:,.1f} steps/s", f"{frames['base64'] / frames['list']:.1f} x list"))
-        checks.append(("frames base64 / list", frames["base64"] / frames["list"], ">= 10", frames["base64"] / frames["list"] >= 10))
+        check("frames base64 / list", frames["base64"] / frames["list"], ">= 10", frames["base64"] / frames["list"] >= 10)
         cart8 = parallel(url, "CartPole-v1", 8, seconds)
         rows.append(("8 clients on 8 CartPole instances, aggregate", f"{cart8:,.0f} steps/s", f"{cart8 / single:.2f} x one client"))
         sleepy_seq = sequential(url, "Bench/Sleepy-v0", 8, max(seconds, 0.5))
         sleepy_par = parallel(url, "Bench/Sleepy-v0", 8, max(seconds, 0.5))
         rows.append(("8 instances of a 20 ms env, one after the other", f"{sleepy_seq:,.1f} steps/s", ""))
         rows.append(("8 clients on 8 instances of a 20 ms env", f"{sleepy_par:,.1f} steps/s", f"{sleepy_par / sleepy_seq:.1f} x sequential"))
-        checks.append(("8 sleepy clients / sequential", sleepy_par / sleepy_seq, ">= 6", sleepy_par / sleepy_seq >= 6))
-        # On a server of its own, so that memory freed by the runs above can't hide the cost.
-        fresh, fresh_url = start_server()
-        try:
-            memory = memory_per_instance(fresh_url, fresh.pid, 20 if args.quick else 500)
-        finally:
-            with client.Client(fresh_url) as c:
-                c.shutdown_server()
-            fresh.wait(30)
-        rows.append(("server memory per idle CartPole instance", f"{memory / 1024:,.0f} KiB", ""))
-        checks.append(("KiB per idle instance", memory / 1024, "< 1024", memory < 1024 * 1024))
+        check("8 sleepy clients / sequential", sleepy_par / sleepy_seq, ">= 6", sleepy_par / sleepy_seq >= 6)
+        # CPU-bound Python envs: one GIL (threads) against one process per instance.
+        heavy = {}
+        for _ in range(rounds):
+            heavy["local"] = max(heavy.get("local", 0.0), heavy_in_process(seconds))
+            for name, address in (("process", url), ("thread", threads_url)):
+                for clients in (1, 2):
+                    heavy[name, clients] = max(heavy.get((name, clients), 0.0), parallel(address, "Bench/Heavy-v0", clients, seconds))
+        rows.append(("a CPU-heavy env in-process (Python, holding the GIL)", f"{heavy['local']:,.0f} steps/s",
+                     f"{1000 / heavy['local']:.2f} ms a step"))
+        for name in ("process", "thread"):
+            one, two = heavy[name, 1], heavy[name, 2]
+            rows.append((f"the same over HTTP, one client, --isolation {name}", f"{one:,.0f} steps/s", ""))
+            rows.append((f"the same, 2 clients on 2 instances, --isolation {name}", f"{two:,.0f} steps/s", f"{two / one:.2f} x one client"))
+        check("CPU-heavy env, 2 clients / 1, process", heavy["process", 2] / heavy["process", 1], ">= 1.7",
+              heavy["process", 2] / heavy["process", 1] >= 1.7)
+        creates = {name: create_latency(address, 5 if args.quick else 30) for name, address in (("process", url), ("thread", threads_url))}
+        for name, latency in creates.items():
+            rows.append((f"create a CartPole instance, --isolation {name} (median)", f"{latency * 1000:,.1f} ms", ""))
+        # On servers of their own, so that memory freed by the runs above can't hide the cost.
+        for name in ("thread", "process"):
+            fresh, fresh_url = start_server(["--isolation", name])
+            try:
+                grown, own, resident = memory_per_instance(fresh_url, fresh.pid, 20 if args.quick else (500 if name == "thread" else 100))
+            finally:
+                with client.Client(fresh_url) as c:
+                    c.shutdown_server()
+                fresh.wait(30)
+            rows.append((f"memory per idle CartPole instance, --isolation {name}: the server's", f"{grown / 1024:,.0f} KiB", ""))
+            if name == "thread":
+                check("KiB per idle instance, thread", grown / 1024, "< 1024", grown < 1024 * 1024)
+            else:
+                rows.append(("  and its instance process's own (private) memory", f"{own / 2**20:,.1f} MiB",
+                             f"{resident / 2**20:,.0f} MiB resident, the rest shared with the starter"))
     finally:
-        for proc, address in ((server, url), (still, still_url)):
+        for proc, address in ((server, url), (threads, threads_url), (still, still_url)):
             with client.Client(address) as c:
                 c.shutdown_server()
             proc.wait(30)
-        for proc in (echo, polling_echo):
+        for proc in (echo, polling_echo, step_floor_proc, polling_step_floor_proc, relay_floor_proc):
             proc.kill()
             proc.wait()
 
