@@ -1147,10 +1147,6 @@ class Channel:
             self.sock.sendall(_LENGTH.pack(len(data)))
             self.sock.sendall(data)
 
-    def ready(self) -> bool:
-        """Whether a message (or the end) is waiting; never blocks."""
-        return bool(self._buffer) or bool(self._poll(0))
-
     def recv(self, deadline: float | None = None) -> Any:
         """The next message.  EOFError when the other end is gone,
         TimeoutError past ``deadline`` (a time.monotonic() value)."""
@@ -1351,7 +1347,10 @@ def _starter_main(sock: socket.socket, settings: dict) -> None:
             reply = False if pid not in children else children[pid]
             if reply is not None:
                 children.pop(pid, None)
-        _send_control(sock, reply)
+        try:
+            _send_control(sock, reply)
+        except OSError:
+            break
     # The server is gone, or done: no instance outlives it.
     for pid, code in children.items():
         if code is None:
@@ -1555,7 +1554,6 @@ class ProcessRunner:
         self.ended: str | None = None  # "was killed by SIGSEGV during step", once it has
         self.why: str | None = None  # why the server killed it: timeout, memory, closed, shutdown
         self.held = 0  # its RSS when the server killed it for memory
-        self._statm: int | None = None
 
     def call(self, op: str, *args: Any) -> Any:
         """Run ``op`` in the instance process; raises what it raised there."""
@@ -1624,9 +1622,6 @@ class ProcessRunner:
         if code is None:  # it closed its socket but lives on: end it
             self.starter.kill(self.pid)
             code = self.starter.wait(self.pid, 1.0)
-        if self._statm is not None:
-            os.close(self._statm)
-            self._statm = None
         where = f" during {op}" if op else ""
         self.ended = (exit_text(code) if code is not None else "ended") + where
 
@@ -1647,12 +1642,16 @@ class ProcessRunner:
         """The process's resident memory in bytes, or None once it ended."""
         if self.ended is not None:
             return None
+        try:  # opened each time: an fd per instance would add up to thousands
+            fd = os.open(f"/proc/{self.pid}/statm", os.O_RDONLY)
+        except OSError:
+            return None
         try:
-            if self._statm is None:
-                self._statm = os.open(f"/proc/{self.pid}/statm", os.O_RDONLY)
-            return _statm_rss(self._statm)
+            return _statm_rss(fd)
         except (OSError, ValueError, IndexError):
             return None
+        finally:
+            os.close(fd)
 
 
 class LocalRunner:

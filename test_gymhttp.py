@@ -1616,8 +1616,6 @@ class TestVector(ServerTestCase):
         self.check_against_local("vector_entry_point")
 
     def test_async_vector_matches_local_and_close_ends_its_workers(self):
-        import multiprocessing
-
         iid = self.check_against_local("async")
         pid = self.get(f"/v1/envs/{iid}/")[2]["pid"]
         workers = children_of(pid)
