@@ -5,7 +5,9 @@ plain JSON.  It keeps the v1 API of openai/gym-http-api, so existing clients
 work unchanged, and runs on today's Gymnasium and numpy.
 
 This is one file that you can copy into a project: standard library +
-gymnasium + numpy, nothing else.
+gymnasium + numpy, nothing else.  By default each instance runs in a process
+of its own (see "Instance processes" below), so that an env that crashes,
+hangs or leaks stays with its instance and envs step on every core.
 
     python gymhttp.py --port 5000
 
