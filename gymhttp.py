@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import binascii
 import collections
+import errno
 import faulthandler
 import functools
 import gc
@@ -39,6 +40,7 @@ import math
 import os
 import pickle
 import queue
+import re
 import secrets
 import select
 import signal
@@ -104,6 +106,29 @@ CLOSE_SECONDS = 5.0  # at shutdown, after the drain: time to close every env
 CLOSE_WAIT = 1.0  # close of an instance stuck in a call: wait this long, then kill it
 MONITOR_FLUSH = 0.5  # seconds between flushes of monitors with new episodes
 MEMORY_POLL = 0.05  # seconds between RSS checks of instance processes in a call (--max-env-memory)
+
+
+def default_max_connections() -> int:
+    """Half the open files this process may have (each connection takes one,
+    and instance processes take one each), between 16 and 4096."""
+    try:
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError):
+        return 512
+    if limit == getattr(resource, "RLIM_INFINITY", -1):
+        return 4096
+    return max(16, min(4096, (limit - 64) // 2))
+
+
+def default_max_processes() -> int:
+    """One process (instance or async worker) per 32 MiB of the machine's
+    memory, between 64 and 4096."""
+    try:
+        mib = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
+    except (AttributeError, ValueError, OSError):
+        return 256
+    return max(64, min(4096, mib // 32))
 MAX_REQUEST_LINE = 8192
 MAX_HEADER_LINE = 8192
 MAX_HEADERS = 100
@@ -291,6 +316,7 @@ def _reject_constant(name: str) -> Any:
     )
 
 
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 _decode_strict = json.JSONDecoder(parse_constant=_reject_constant).decode  # built once: json.loads(**kw) builds one per call
 
 
@@ -312,6 +338,12 @@ def decode_json_body(body: bytes) -> dict:
         return {}
     if not isinstance(params, dict):
         raise bad_request(f"Request body must be a JSON object of parameters, not a JSON {json_type(params)}")
+    if _SURROGATE.search(text):  # \ud800 and its kind: valid pairs are one character once decoded, lone ones are not
+        try:
+            json.dumps(params, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise bad_request(f"Request body holds text that is not Unicode: a lone surrogate ({exc.object[exc.start]!a}); "
+                              "send each character whole (UTF-8, or a \\u escape pair)")
     return params
 
 
@@ -1895,6 +1927,7 @@ class Instance:
         self.steps = 0
         self.episodes = 0
         self.recent = collections.deque(maxlen=RECENT_EPISODES)  # (return, length, time)
+        self.processes = 0  # it started: its own, and an async vector's workers
 
     def __enter__(self) -> Instance:
         while not self.lock.acquire(timeout=0.25):
@@ -1970,13 +2003,16 @@ class Envs:
     """The server's instances, by id.  The lock guards the dict only; calls
     into environments hold each instance's own lock."""
 
-    def __init__(self, max_envs: int = DEFAULT_MAX_ENVS):
+    def __init__(self, max_envs: int = DEFAULT_MAX_ENVS, max_processes: int | None = None):
         self.max_envs = max_envs
+        self.max_processes = max_processes if max_processes is not None else default_max_processes()
+        self.processes = 0  # that the instances started: their own processes and async workers
         self._instances: dict[str, Instance] = {}
         self._lock = threading.Lock()
 
-    def add(self, make: Callable[[str], Instance]) -> Instance:
-        """Reserve an id under the limit, build the instance outside the lock."""
+    def add(self, make: Callable[[str], Instance], processes: int = 0) -> Instance:
+        """Reserve an id (and ``processes``) under the limits, build the
+        instance outside the lock."""
         with self._lock:
             if len(self._instances) >= self.max_envs:
                 raise HTTPError(
@@ -1984,6 +2020,14 @@ class Envs:
                     f"The server already holds {len(self._instances)} instances, its limit (--max-envs {self.max_envs}); "
                     "close some (POST /v1/envs/<id>/close/) or restart the server with a larger --max-envs",
                 )
+            if self.processes + processes > self.max_processes:
+                raise HTTPError(
+                    HTTPStatus.TOO_MANY_REQUESTS,
+                    f"This instance would start {processes} processes, and the server's instances already run "
+                    f"{self.processes} of at most {self.max_processes} (--max-processes); close some instances, "
+                    "use a sync vector (no process per sub-env), or restart the server with a larger --max-processes",
+                )
+            self.processes += processes
             instance_id = secrets.token_hex(ID_LENGTH // 2)
             while instance_id in self._instances:
                 instance_id = secrets.token_hex(ID_LENGTH // 2)
@@ -1993,7 +2037,9 @@ class Envs:
         except BaseException:
             with self._lock:
                 self._instances.pop(instance_id, None)
+                self.processes -= processes
             raise
+        instance.processes = processes
         with self._lock:
             self._instances[instance_id] = instance
         return instance
@@ -2007,7 +2053,10 @@ class Envs:
 
     def remove(self, instance_id: str) -> Instance | None:
         with self._lock:
-            return self._instances.pop(instance_id, None)
+            instance = self._instances.pop(instance_id, None)
+            if instance is not None:
+                self.processes -= instance.processes
+            return instance
 
     def all(self) -> list[Instance]:
         with self._lock:
@@ -2164,6 +2213,14 @@ def route_create(server: GymHTTPServer, request: Request) -> dict:
     if num_envs == 1 and (mode is not None or vector_kwargs):
         raise bad_request("Parameters 'vectorization_mode' and 'vector_kwargs' need 'num_envs' above 1")
     env_id = server.check_env_id(env_id)
+    if kwargs.get("render_mode") == "human":
+        raise bad_request(
+            "render_mode 'human' draws in a window on the server's screen, where nobody is watching, and slows "
+            "every step to the env's render_fps; use \"rgb_array\" and watch the frames on the dashboard (GET /) "
+            "or fetch them (GET /v1/envs/<id>/render/); from Python, client.RemoteEnv(..., render_mode=\"human\") "
+            "shows them in a local window"
+        )
+    processes = (server.starter is not None) + (num_envs if mode == "async" else 0)
 
     def build(instance_id: str) -> Instance:
         make_args = (instance_id, env_id, kwargs, num_envs, mode, vector_kwargs, encoding)
@@ -2171,7 +2228,7 @@ def route_create(server: GymHTTPServer, request: Request) -> dict:
         instance.runner, instance.facts = server.start_env(make_args)
         return instance
 
-    instance = server.envs.add(build)
+    instance = server.envs.add(build, processes)
     log.info("created %s: %s x%d (pid %s)", instance.instance_id, env_id, num_envs, instance.runner.pid)
     return {"instance_id": instance.instance_id}
 
@@ -2267,7 +2324,7 @@ def route_action_contains(server: GymHTTPServer, request: Request, instance_id: 
 def route_observation_contains(server: GymHTTPServer, request: Request, instance_id: str) -> dict:
     info = _touch(server, instance_id).facts["observation_space"]
     # As the original: every given field must equal the description, compared as JSON.
-    member = all(k in info and encode_json(info[k]) == encode_json(v) for k, v in request.params.items())
+    member = all(k in info and encode_json(info[k]) == encode_json(v) for k, v in request.optional_params.items())
     return {"member": member}
 
 
@@ -2787,6 +2844,8 @@ def openapi_json() -> bytes:
 
 
 _STATUS_LINES = {status: f"HTTP/1.1 {status.value} {status.phrase}" for status in HTTPStatus}
+# A chunk-size line: hex digits, chunk extensions (ignored), CRLF.
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[^\r\n]*)?\r\n")
 _OK_JSON = f"HTTP/1.1 200 OK\r\nContent-Type: {JSON_TYPE}\r\nContent-Length: %d\r\n\r\n".encode()
 
 
@@ -2838,6 +2897,7 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         finally:
             server.untrack(self)
 
+    _started = 0.0  # perf_counter() when the request line came (when logging requests)
     _gap = math.inf  # seconds from our last reply to the next request
     _succeeded = False  # the last request got a 1xx-3xx reply
     _replied = 0.0  # perf_counter() when the last reply was sent
@@ -2903,7 +2963,7 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
             return
         # The whole request (line, headers, body) must arrive within --timeout.
         server.track(self, time.monotonic() + server.timeout_seconds)
-        started = time.perf_counter() if self.server.log_requests else 0.0
+        self._started = started = time.perf_counter() if self.server.log_requests else 0.0
         self.command, self.path = "", ""
         self.request_version = "HTTP/1.1"
         if len(line) > MAX_REQUEST_LINE:
@@ -2948,8 +3008,16 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = "keep-alive" not in connection
         else:
             self.close_connection = "close" in connection
+        try:  # Host, Origin and token, checked before the body is read
+            cors = server.admit(self)
+        except HTTPError as exc:
+            # The body stays unread, so the connection cannot go on.
+            return self._fail(exc.status, exc.message, exc.headers)
         body = self._read_body(headers)
         if body is None:
+            return
+        if type(cors) is Response:  # a CORS preflight: nothing to dispatch
+            self.reply(cors.status, cors.body, cors.content_type, cors.headers)
             return
         server.track(self, None)  # the env may take its time; that is not the client's fault
         if not server.begin_request():
@@ -2964,7 +3032,7 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
             # A client that does not read its reply, then does not send the
             # next request, within --timeout is cut off.
             server.track(self, time.monotonic() + server.timeout_seconds)
-            self.reply(status, payload, content_type, extra)
+            self.reply(status, payload, content_type, {**extra, **cors} if cors else extra)
         finally:
             server.end_request()
             self._replied = time.perf_counter()
@@ -2985,8 +3053,8 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         length = headers.get("content-length")
         if length is None:
             return b""
-        if not length.isdigit() or len(length) > 18:
-            return self._fail(HTTPStatus.BAD_REQUEST, f"Content-Length {short(length)} is not a non-negative integer")
+        if not (length.isascii() and length.isdigit()) or len(length) > 18:  # "²" is a digit to isdigit()
+            return self._fail(HTTPStatus.BAD_REQUEST, f"Content-Length {short(length)} is not a non-negative integer (ASCII digits)")
         size = int(length)
         if size > self.server.max_body:
             return self._fail(
@@ -3014,13 +3082,11 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         try:
             while True:
                 line = self.rfile.readline(MAX_HEADER_LINE + 1)
-                text = line.split(b";", 1)[0].strip()
-                try:
-                    chunk = int(text, 16)
-                except ValueError:
-                    return self._fail(HTTPStatus.BAD_REQUEST, "Malformed chunk size in a chunked body")
-                if chunk < 0:
-                    return self._fail(HTTPStatus.BAD_REQUEST, "Malformed chunk size in a chunked body")
+                match = _CHUNK_SIZE.fullmatch(line)
+                if match is None:  # hex digits only (RFC 9112): int("1_8", 16) or " 18" must not pass
+                    return self._fail(HTTPStatus.BAD_REQUEST, f"Malformed chunk size line {short(line.decode('latin-1'))}; "
+                                      "send hex digits, then CRLF")
+                chunk = int(match[1], 16)
                 size += chunk
                 if size > self.server.max_body:
                     return self._fail(
@@ -3036,17 +3102,20 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
                     self.close_connection = True
                     return None
                 parts.append(data)
-                self.rfile.readline(3)
+                if self.rfile.readline(3) != b"\r\n":
+                    return self._fail(HTTPStatus.BAD_REQUEST, "A chunk's data is not followed by CRLF")
         except (TimeoutError, OSError):
             self.close_connection = True
             return None
 
-    def _fail(self, status: HTTPStatus, message: str) -> None:
-        """Answer a framing error and drop the connection: its bytes can't be trusted."""
+    def _fail(self, status: HTTPStatus, message: str, headers: dict | None = None) -> None:
+        """Answer a framing error (or a request refused before its body was
+        read) and drop the connection: its bytes can't be trusted."""
         self.close_connection = True
-        self.reply(status, encode_json({"message": message}), JSON_TYPE, {})
+        self.reply(status, encode_json({"message": message}), JSON_TYPE, headers or {})
         if self.server.log_requests:
-            log.info("%s %s %s %d", self.client_address[0], self.command or "-", self.path or "-", status)
+            log.info("%s %s %s %d %.1fms", self.client_address[0], self.command or "-", self.path or "-", status,
+                     (time.perf_counter() - self._started) * 1000)
         return None
 
     def reply(self, status: HTTPStatus, body: bytes, content_type: str, headers: dict) -> None:
@@ -3105,6 +3174,18 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _is_loopback_host(value: str) -> bool:
+    """Whether a Host header names this machine: localhost, a loopback
+    address such as 127.0.0.1 or [::1], with any port."""
+    name = value.strip().lower()
+    if name.startswith("["):
+        name = name[1:name.find("]")] if "]" in name else ""
+    else:
+        name = name.rpartition(":")[0] if ":" in name else name
+    name = name.rstrip(".")
+    return name == "localhost" or (name != "" and _is_loopback(name))
+
+
 class GymHTTPServer(ThreadingHTTPServer):
     """The server: a ThreadingHTTPServer (a thread per connection) holding
     the instances and the settings.  Build one with :func:`make_server`."""
@@ -3121,11 +3202,14 @@ class GymHTTPServer(ThreadingHTTPServer):
         env_timeout: float | None = None,
         max_env_memory: int | None = None,
         max_envs: int = DEFAULT_MAX_ENVS,
+        max_processes: int | None = None,
+        max_connections: int | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         timeout: float = DEFAULT_TIMEOUT,
         idle_timeout: float | None = None,
         drain_timeout: float = DEFAULT_DRAIN,
         token: str | None = None,
+        allow_origins: tuple[str, ...] = (),
         monitor_root: str | None = None,
         imports: tuple[str, ...] = (),
         log_requests: bool = False,
@@ -3151,13 +3235,17 @@ class GymHTTPServer(ThreadingHTTPServer):
         self.env_timeout = env_timeout
         self.max_env_memory = max_env_memory
         self.starter: ProcessStarter | None = None
-        self.envs = Envs(max_envs)
+        self.envs = Envs(max_envs, max_processes)
+        self.max_connections = max_connections if max_connections is not None else default_max_connections()
+        self._open_connections = 0
+        self._accept_pause = 0.0  # seconds to wait before the next accept, after running out of files
         self.router = ROUTER
         self.max_body = max_body
         self.timeout_seconds = timeout
         self.idle_timeout = idle_timeout
         self.drain_seconds = drain_timeout
         self.token = token or None
+        self.allowed_origins = frozenset(o.rstrip("/") for o in allow_origins)
         self.monitor_root = os.path.realpath(monitor_root) if monitor_root else None
         self.allowed_imports = frozenset(imports)
         self.log_requests = log_requests
@@ -3184,6 +3272,58 @@ class GymHTTPServer(ThreadingHTTPServer):
         if max_env_memory:
             threading.Thread(target=self._memory_loop, name="gymhttp-memory", daemon=True).start()
 
+    # -- accepting connections ---------------------------------------------------
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """accept(), pausing after it fails for want of files: the listening
+        socket stays readable, and retrying at once would spin a core."""
+        try:
+            request = super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                if not self._accept_pause:
+                    log.warning("cannot accept connections: %s; pausing (lower --max-connections, or raise ulimit -n)", exc.strerror)
+                self._accept_pause = min(1.0, max(0.05, 2 * self._accept_pause))
+                self._shutdown_started.wait(self._accept_pause)
+            raise
+        self._accept_pause = 0.0
+        return request
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        """Start the connection's thread, or refuse it past --max-connections."""
+        with self._state:
+            over = self._open_connections >= self.max_connections
+            if not over:
+                self._open_connections += 1
+        if over:
+            body = encode_json({"message": f"The server already has {self.max_connections} connections open, its "
+                                           "limit (--max-connections); close idle ones or try again later"})
+            try:
+                request.setblocking(False)
+                try:
+                    request.recv(65536)  # what already came, so that closing does not reset the connection
+                except OSError:
+                    pass
+                request.send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            with self._state:
+                self._open_connections -= 1
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._state:
+                self._open_connections -= 1
+
     @property
     def url(self) -> str:
         """``http://host:port`` of the bound socket (port 0 resolved)."""
@@ -3198,8 +3338,6 @@ class GymHTTPServer(ThreadingHTTPServer):
         """Route one request; returns (status, extra headers, body, content type)."""
         try:
             path, _, query = handler.path.partition("?")
-            if self.token is not None or path.startswith("/v1/shutdown"):
-                self.authorize(handler, path)
             route, args = self.router.match(handler.command, path)
             result = route(self, Request(handler.command, body, query), *args)
             if type(result) is bytes:  # JSON from the env side, as it is
@@ -3220,27 +3358,55 @@ class GymHTTPServer(ThreadingHTTPServer):
             text = cut(str(exc), 2000)
             return HTTPStatus.INTERNAL_SERVER_ERROR, {}, encode_json({"message": f"The server failed: {type(exc).__name__}: {text}"}), JSON_TYPE
 
-    def authorize(self, handler: GymHTTPRequestHandler, path: str) -> None:
-        """Bearer token (constant-time), and shutdown only from loopback
-        unless the token was presented."""
+    def admit(self, handler: GymHTTPRequestHandler) -> dict | Response:
+        """Check a request as soon as its head is read, before its body: the
+        Host (DNS rebinding), the Origin (other sites' pages), the token, and
+        shutdown from afar.  Raises the HTTPError that refuses it; returns the
+        CORS headers its reply carries, or the reply to a CORS preflight."""
+        headers, method = handler.parsed_headers, handler.command
+        path = handler.path.partition("?")[0]
+        host = headers.get("host")
+        if self.loopback and host is not None and not _is_loopback_host(host):
+            raise HTTPError(
+                HTTPStatus.FORBIDDEN,
+                f"Host {short(host)} is not this machine's: a server on loopback answers only to localhost, "
+                "127.0.0.1 and [::1] (a page elsewhere could reach it by DNS rebinding); listen on another "
+                "address (-l) to serve other names",
+            )
+        cors: dict = {}
+        origin = headers.get("origin")
+        if origin is not None and origin != f"http://{host}":
+            if "*" in self.allowed_origins or origin in self.allowed_origins:
+                cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+                if method == "OPTIONS" and "access-control-request-method" in headers:  # a preflight: no token
+                    return Response(HTTPStatus.NO_CONTENT, headers={
+                        **cors, "Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
+                        "Access-Control-Allow-Headers": "Authorization, Content-Type", "Access-Control-Max-Age": "600",
+                    })
+            elif method not in ("GET", "HEAD"):
+                raise HTTPError(
+                    HTTPStatus.FORBIDDEN,
+                    f"Requests from the web page at {short(origin)} are refused: only GET and HEAD are taken from "
+                    "other origins; start the server with --allow-origin to let that page use the API",
+                )
         presented = False
         if self.token is not None and "/" + path.strip("/") not in PUBLIC_PATHS:
-            given = handler.parsed_headers.get("authorization", "")
+            given = headers.get("authorization", "")
             scheme, _, credential = given.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), self.token.encode()):
                 raise HTTPError(
                     HTTPStatus.UNAUTHORIZED,
                     "This server needs a token: send the header 'Authorization: Bearer <token>' "
                     "(client.Client(..., token=...) or GYMHTTP_TOKEN)",
-                    headers={"WWW-Authenticate": 'Bearer realm="gymhttp"'},
+                    headers={"WWW-Authenticate": 'Bearer realm="gymhttp"', **cors},
                 )
             presented = True
-        if not presented and path.rstrip("/") == "/v1/shutdown":
-            if not _is_loopback(handler.client_address[0]):
-                raise HTTPError(
-                    HTTPStatus.FORBIDDEN,
-                    "Shutdown is only taken from this machine (loopback) unless the server was started with --token and the request carries it",
-                )
+        if not presented and path.rstrip("/") == "/v1/shutdown" and not _is_loopback(handler.client_address[0]):
+            raise HTTPError(
+                HTTPStatus.FORBIDDEN,
+                "Shutdown is only taken from this machine (loopback) unless the server was started with --token and the request carries it",
+            )
+        return cors
 
     # -- environments ---------------------------------------------------------
 
@@ -3473,11 +3639,25 @@ def run(server: GymHTTPServer) -> None:
     print("gymhttp stopped", flush=True)
 
 
+def _raise_open_files_limit() -> None:
+    """Connections and instance processes each take a file: allow as many as
+    the system lets us (up to 65536), as servers do."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ImportError, OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="gymhttp", description="Serve Gymnasium environments over HTTP/JSON (the v1 gym-http-api)."
     )
+    parser.add_argument("--version", action="version", version=f"gymhttp {__version__}")
     parser.add_argument("-l", "--listen", default=DEFAULT_HOST, metavar="HOST", help="address to listen on (default: %(default)s)")
     parser.add_argument("-p", "--port", type=int, default=DEFAULT_PORT, help="port to listen on, 0 for any free one (default: %(default)s)")
     parser.add_argument(
@@ -3499,6 +3679,16 @@ def main(argv: list[str] | None = None) -> int:
         help="with --isolation process: kill an instance process whose resident memory goes past MIB (default: none)",
     )
     parser.add_argument("--max-envs", type=int, default=DEFAULT_MAX_ENVS, metavar="N", help="most instances at once (default: %(default)s)")
+    parser.add_argument(
+        "--max-processes", type=int, default=default_max_processes(), metavar="N",
+        help="most processes the instances may run: one per instance with --isolation process, one per sub-env "
+        "of an async vector (default: %(default)s, one per 32 MiB of this machine's memory)",
+    )
+    parser.add_argument(
+        "--max-connections", type=int, default=None, metavar="N",
+        help="most connections open at once; more get a 503 (default: half the open files allowed, "
+        f"{default_max_connections()} here, raised to the hard limit at start)",
+    )
     parser.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, metavar="BYTES", help="largest request body (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS", help="drop connections idle or stalled this long (default: %(default)s)")
     parser.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS", help="close instances untouched this long (default: off)")
@@ -3507,6 +3697,11 @@ def main(argv: list[str] | None = None) -> int:
         help="at shutdown, wait this long for requests in flight, then kill what still runs (default: %(default)s)",
     )
     parser.add_argument("--token", default=os.environ.get("GYMHTTP_TOKEN"), help="require 'Authorization: Bearer TOKEN' (default: $GYMHTTP_TOKEN, else none)")
+    parser.add_argument(
+        "--allow-origin", dest="allow_origins", action="append", default=[], metavar="ORIGIN",
+        help="let web pages from ORIGIN (e.g. https://app.example) use the API, with CORS; repeatable; * allows any "
+        "page (default: none: pages from other origins may only GET)",
+    )
     parser.add_argument("--monitor-root", default=None, metavar="DIR", help="confine monitor directories to DIR (default: %(default)s)")
     parser.add_argument(
         "--spin-us", type=int, default=DEFAULT_SPIN_US, metavar="MICROSECONDS",
@@ -3514,8 +3709,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="server log level (default: %(default)s)")
     args = parser.parse_args(argv)
-    for flag, value in (("--max-envs", args.max_envs), ("--max-body", args.max_body), ("--timeout", args.timeout)):
-        if value <= 0:
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be from 0 (any free port) to 65535, not {args.port}")
+    for flag, value in (("--max-envs", args.max_envs), ("--max-body", args.max_body), ("--timeout", args.timeout),
+                        ("--max-processes", args.max_processes), ("--max-connections", args.max_connections)):
+        if value is not None and value <= 0:
             parser.error(f"{flag} must be positive, not {value}")
     if not 0 <= args.spin_us <= MAX_SPIN_US:
         parser.error(f"--spin-us must be from 0 (off) to {MAX_SPIN_US}, not {args.spin_us}")
@@ -3527,6 +3725,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_env_memory is not None and args.isolation != "process":
         parser.error("--max-env-memory needs --isolation process: a thread's memory cannot be measured or ended apart")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s gymhttp %(levelname)s %(message)s")
+    _raise_open_files_limit()
     for name in args.imports:
         try:
             importlib.import_module(name)
@@ -3540,6 +3739,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.timeout, idle_timeout=args.idle_timeout, token=args.token, monitor_root=args.monitor_root,
             log_requests=args.log_level in ("debug", "info"), spin_us=args.spin_us, isolation=args.isolation,
             env_timeout=args.env_timeout, max_env_memory=args.max_env_memory, drain_timeout=args.drain_timeout,
+            allow_origins=tuple(args.allow_origins), max_processes=args.max_processes, max_connections=args.max_connections,
         )
     except OSError as exc:
         print(f"gymhttp: error: cannot listen on {args.listen}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
