@@ -1201,6 +1201,16 @@ class TestCommandLine(unittest.TestCase):
                 c.shutdown_server()
             self.assertEqual(proc.wait(20), 0)
 
+    def test_port_out_of_range_and_version(self):
+        for port in ("99999", "-1"):
+            out = subprocess.run([sys.executable, "gymhttp.py", "-p", port], cwd=HERE, capture_output=True, text=True, timeout=30)
+            self.assertEqual(out.returncode, 2)
+            self.assertEqual(len(out.stderr.strip().splitlines()[-1:]), 1)
+            self.assertIn("--port must be from 0", out.stderr)
+            self.assertNotIn("Traceback", out.stderr)
+        out = subprocess.run([sys.executable, "gymhttp.py", "--version"], cwd=HERE, capture_output=True, text=True, timeout=30)
+        self.assertEqual((out.returncode, out.stdout.strip()), (0, f"gymhttp {gymhttp.__version__}"))
+
     def test_help(self):
         out = subprocess.run([sys.executable, "gymhttp.py", "-h"], cwd=HERE, capture_output=True, text=True, timeout=30)
         self.assertEqual(out.returncode, 0)
@@ -1807,7 +1817,8 @@ def exchange(port: int, data: bytes, timeout: float = 5.0) -> tuple[int, dict, o
     """Send raw bytes; (status, headers, JSON body, closed-by-server)."""
     raw = raw_exchange(port, data, timeout)
     status, headers, body = split_response(raw)
-    return status, headers, strict_loads(body[: int(headers.get("content-length", len(body)))]), True
+    body = body[: int(headers.get("content-length", len(body)))]
+    return status, headers, strict_loads(body) if body else None, True
 
 
 class TestHostileInput(ServerTestCase):
@@ -1867,6 +1878,15 @@ class TestHostileInput(ServerTestCase):
             (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "Conflicting"),
             (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}", 400, "Transfer-Encoding"),
             (b"POST /v1/envs/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "chunk"),
+            # int(x, 16) takes these; RFC 9112 does not, and a proxy that reads them otherwise smuggles requests.
+            (b"POST /v1/envs/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1_8\r\n", 400, "chunk size"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n 18\r\n", 400, "chunk size"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n+2\r\n{}\r\n0\r\n\r\n", 400, "chunk size"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\n{}\r\n0\r\n\r\n", 400, "chunk size"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\n{}\r\n0\r\n\r\n", 400, "chunk size"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n", 400, "CRLF"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n{}", 400, "Content-Length"),  # a superscript 2
+            (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: \xd9\xa2\r\n\r\n{}", 400, "Content-Length"),
             (b"GET /v1/envs/ HTTP/1.1\r\nBad Header Line\r\n\r\n", 400, "header"),
             (b"GET /v1/envs/ HTTP/1.1\r\n folded: header\r\n\r\n", 400, "header"),
         ]
@@ -2483,6 +2503,306 @@ class TestMonitorRoot(ServerTestCase):
             with self.subTest(directory=directory):
                 self.assertError(self.post(start, {"directory": directory}), 400, "outside the monitor root")
         self.assertEqual(os.listdir(self.outside), [])
+
+
+class TestEdge(ServerTestCase):
+    """Browsers' pages, tokens before bodies, old clients' odd bodies."""
+
+    def raw(self, data: bytes, port=None) -> tuple[int, dict, object]:
+        status, headers, body, _ = exchange(port or self.port, data)
+        return status, headers, body
+
+    def test_a_loopback_server_answers_only_to_loopback_names(self):
+        for host in (b"127.0.0.1", b"127.0.0.1:5000", b"localhost", b"LOCALHOST:80", b"localhost.", b"[::1]", b"[::1]:5000", b"127.9.9.9"):
+            with self.subTest(host=host):
+                self.assertEqual(self.raw(b"GET /v1/envs/ HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")[0], 200)
+        self.assertEqual(self.raw(b"GET /v1/envs/ HTTP/1.0\r\n\r\n")[0], 200)  # no Host at all: an HTTP/1.0 client
+        for host in (b"evil.example", b"evil.example:5000", b"127.0.0.1.evil.example", b"localhost.evil.example", b"[::2]"):
+            with self.subTest(host=host):
+                status, headers, body = self.raw(b"GET /v1/envs/ HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+                self.assertEqual(status, 403)
+                self.assertIn("DNS rebinding", body["message"])
+                self.assertEqual(headers.get("connection"), "close")
+        self.assertServing()
+
+    def test_pages_from_other_origins_may_only_read(self):
+        post = (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: %s\r\nConnection: close\r\nContent-Length: 25\r\n\r\n"
+                b'{"env_id": "CartPole-v1"}')
+        for origin in (b"http://evil.example", b"null", b"http://127.0.0.1:1"):
+            with self.subTest(origin=origin):
+                status, headers, body = self.raw(post % origin)
+                self.assertEqual(status, 403)
+                self.assertIn("--allow-origin", body["message"])
+                self.assertNotIn("access-control-allow-origin", headers)
+        status, _, _ = self.raw(b"POST /v1/shutdown/ HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\n\r\n")
+        self.assertEqual(status, 403)
+        self.assertEqual(self.client.env_list_all(), {})  # nothing was made, and the server still runs
+        status, headers, _ = self.raw(b"GET /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\nConnection: close\r\n\r\n")
+        self.assertEqual(status, 200)  # a read, which the browser will not show to that page (no CORS header)
+        self.assertNotIn("access-control-allow-origin", headers)
+        own = f"http://127.0.0.1:{self.port}".encode()  # the dashboard's own origin
+        status, _, body = self.raw(post.replace(b"Host: 127.0.0.1", b"Host: 127.0.0.1:%d" % self.port) % own)
+        self.assertEqual(status, 200, body)
+
+    def test_old_clients_odd_bodies_mean_no_parameters(self):
+        iid = self.create(seed=0)
+        for body in ('""', "[]", "null", "{}", "", " "):
+            with self.subTest(body=body):
+                self.assertEqual(self.post(f"/v1/envs/{iid}/reset/", body)[0], 200)
+                self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/close/", body)[0], 204)
+                status, _, reply = self.post(f"/v1/envs/{iid}/observation_space/contains", body)
+                self.assertEqual((status, reply), (200, {"member": True}))
+        self.assertError(self.post(f"/v1/envs/{iid}/reset/", '"x"'), 400, "JSON object")
+        self.assertError(self.post("/v1/envs/", '""'), 400, "JSON object")  # env_id is required there
+        self.assertEqual(self.post(f"/v1/envs/{iid}/close/", '""')[0], 204)
+        self.assertEqual(self.post("/v1/shutdown/", "[]")[0], 200)
+
+    def test_booleans_as_strings_as_the_lua_client_sends_them(self):
+        iid = self.create(seed=0)
+        with tempfile.TemporaryDirectory() as d:
+            params = {"directory": d, "force": "true", "resume": "false", "video_callable": False}
+            self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/start/", params)[0], 204)
+            self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": 1, "render": "false"})[0], 200)
+            self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": 1, "render": "yes"}), 400, "'render'", "true or false")
+            self.post(f"/v1/envs/{iid}/monitor/close/")
+            self.assertError(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": d, "force": "TRUE"}), 400, "'force'")
+
+    def test_text_that_is_not_unicode_is_a_400(self):
+        iid = self.create()
+        for path, body in ((f"/v1/envs/{iid}/monitor/start/", b'{"directory": "/tmp/x\\ud800y"}'),
+                           ("/v1/envs/", b'{"env_id": "CartPole\\udfff-v1"}'),
+                           (f"/v1/envs/{iid}/reset/", b'{"options": {"\\ud800": 1}}')):
+            with self.subTest(path=path):
+                self.assertError(self.post(path, body), 400, "lone surrogate", "\\ud8" if b"ud800" in body else "\\udf")
+        status, _, _ = self.post("/v1/envs/", b'{"env_id": "CartPole-v1", "kwargs": {"max_episode_steps": 5}, "x": "\\ud83d\\ude00"}')
+        self.assertEqual(status, 200)  # a surrogate pair is one character
+
+    def test_a_missing_package_is_a_400_that_says_what_to_install(self):
+        self.assertError(self.post("/v1/envs/", {"env_id": "GymV26Environment-v0"}), 400, "shimmy", "install")
+        self.assertError(self.post("/v1/envs/", {"env_id": "CarRacing-v3"}), 400, "box2d", "install")
+        self.assertServing()
+
+    def test_human_render_mode_is_refused_with_what_to_do_instead(self):
+        self.assertError(self.post("/v1/envs/", {"env_id": "CartPole-v1", "kwargs": {"render_mode": "human"}}), 400,
+                         "rgb_array", "dashboard", 'RemoteEnv(..., render_mode="human")')
+        self.assertError(self.post("/v1/envs/", {"env_id": "CartPole-v1", "num_envs": 2, "kwargs": {"render_mode": "human"}}), 400,
+                         "rgb_array")
+
+    def test_a_refused_seed_list_leaves_the_vector_as_it_was(self):
+        iid = self.create(num_envs=3)  # CartPole's vector entry point: one integer seed only
+        local = gymnasium.make_vec("CartPole-v1", num_envs=3)
+        obs = self.post(f"/v1/envs/{iid}/reset/", {"seed": 4})[2]["observation"]
+        np.testing.assert_allclose(obs, local.reset(seed=4)[0], rtol=1e-6)
+        self.assertError(self.post(f"/v1/envs/{iid}/reset/", {"seed": [1, 2, 3]}), 400, "one integer seed")
+        for _ in range(3):
+            status, _, reply = self.post(f"/v1/envs/{iid}/step/", {"action": [1, 0, 1]})
+            self.assertEqual(status, 200, reply)  # not broken
+            np.testing.assert_allclose(reply["observation"], local.step(np.array([1, 0, 1]))[0], rtol=1e-6)
+        local.close()
+
+    def test_steps_past_an_episode_end_belong_to_no_episode(self):
+        iid = self.create("GymHTTPTest/Dict-v0")  # ends after 5 steps
+        action = {"move": [0.0, 0.0], "jump": [0]}
+        with tempfile.TemporaryDirectory() as d:
+            self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": d})[0], 204)
+            for _ in range(5 + 7):  # an episode, then 7 steps that Gymnasium calls undefined
+                self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": action})[0], 200)
+            details = self.get(f"/v1/envs/{iid}/")[2]
+            self.assertEqual((details["steps"], details["episodes"]), (12, 1))
+            self.assertEqual([e["length"] for e in details["recent_episodes"]], [5])
+            self.post(f"/v1/envs/{iid}/reset/")
+            for _ in range(5):
+                self.post(f"/v1/envs/{iid}/step/", {"action": action})
+            self.post(f"/v1/envs/{iid}/monitor/close/")
+            stats = [f for f in os.listdir(d) if f.endswith(".stats.json")][0]
+            with open(os.path.join(d, stats)) as f:
+                self.assertEqual(json.load(f)["episode_lengths"], [5, 5])
+        self.assertEqual(self.get(f"/v1/envs/{iid}/")[2]["episodes"], 2)
+
+
+class TestAllowedOrigins(ServerTestCase):
+    server_options = {"allow_origins": ("https://app.example",), "token": "secret-token"}
+
+    def test_cors_for_an_allowed_page(self):
+        preflight = (b"OPTIONS /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: https://app.example\r\nConnection: close\r\n"
+                     b"Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\n\r\n")
+        status, headers, _ = exchange(self.port, preflight)[:3]
+        self.assertEqual(status, 204)  # no token needed: browsers send none on a preflight
+        self.assertEqual(headers["access-control-allow-origin"], "https://app.example")
+        self.assertIn("POST", headers["access-control-allow-methods"])
+        self.assertEqual({h.strip().lower() for h in headers["access-control-allow-headers"].split(",")}, {"authorization", "content-type"})
+        self.assertEqual(headers["vary"], "Origin")
+        origin = {"Origin": "https://app.example"}
+        status, resp, reply = self.post("/v1/envs/", {"env_id": "CartPole-v1"}, headers=origin)
+        self.assertEqual(status, 200, reply)
+        self.assertEqual(resp.getheader("Access-Control-Allow-Origin"), "https://app.example")
+        status, resp, _ = self.request("GET", "/v1/envs/", headers={**origin, "Authorization": "Bearer wrong"})
+        self.assertEqual(status, 401)
+        self.assertEqual(resp.getheader("Access-Control-Allow-Origin"), "https://app.example")  # so the page can read why
+        status, resp, _ = self.post("/v1/envs/", {"env_id": "CartPole-v1"}, headers={"Origin": "https://other.example"})
+        self.assertEqual(status, 403)
+        self.assertIsNone(resp.getheader("Access-Control-Allow-Origin"))
+        status, _, _ = exchange(self.port, preflight.replace(b"app.example", b"other.example"))[:3]
+        self.assertEqual(status, 403)
+
+
+class TestTokenBeforeBody(ServerTestCase):
+    server_options = {"token": "secret-token"}
+
+    def test_a_request_without_the_token_is_refused_before_its_body(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            # 16 MiB announced, none of it sent: the 401 must come at once, and the connection close.
+            sock.sendall(b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 16777215\r\n\r\n")
+            started = time.monotonic()
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            self.assertLess(time.monotonic() - started, 2)
+        status, headers, body = split_response(data)
+        self.assertEqual(status, 401)
+        self.assertEqual(headers["connection"], "close")
+        self.assertEqual(headers["www-authenticate"], 'Bearer realm="gymhttp"')
+        self.assertIn("token", strict_loads(body)["message"])
+
+    def test_many_big_bodies_without_the_token_cost_no_memory(self):
+        before = rss_of(os.getpid())
+        socks = []
+        try:
+            for _ in range(20):
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                socks.append(sock)
+                sock.sendall(b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 16777215\r\n\r\n")
+                try:
+                    sock.sendall(b"x" * (4 << 20))  # the server reads none of it: the send stalls or is cut off
+                except OSError:
+                    pass
+            for sock in socks:
+                self.assertEqual(split_response(sock.recv(65536))[0], 401)
+        finally:
+            for sock in socks:
+                sock.close()
+        self.assertLess(rss_of(os.getpid()) - before, 64 << 20)
+        self.assertServing()
+
+
+class TestConnectionLimit(ServerTestCase):
+    server_options = {"max_connections": 3}
+
+    def test_over_the_limit_gets_a_503_and_a_slot_frees_on_close(self):
+        idle = [socket.create_connection(("127.0.0.1", self.port), timeout=5) for _ in range(3)]
+        try:
+            time.sleep(0.2)
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as extra:
+                data = b""
+                while chunk := extra.recv(65536):
+                    data += chunk
+            status, headers, body = split_response(data)
+            self.assertEqual((status, headers["connection"]), (503, "close"))
+            self.assertIn("--max-connections", strict_loads(body)["message"])
+        finally:
+            for sock in idle:
+                sock.close()
+        deadline = time.monotonic() + 5
+        while True:  # the three threads notice their peers left
+            try:
+                self.assertServing()
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+
+class TestMonitorDirectorySwap(ServerTestCase):
+    def test_a_directory_swapped_for_a_link_is_not_written_through(self):
+        root = tempfile.mkdtemp()
+        outside = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, root, True)
+        self.addCleanup(shutil.rmtree, outside, True)
+        run = os.path.join(root, "run")
+        iid = self.create("GymHTTPTest/Dict-v0")
+        self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": run})[0], 204)
+        os.rename(run, os.path.join(root, "moved"))
+        os.symlink(outside, run)  # the same path, now leading outside
+        action = {"move": [0.0, 0.0], "jump": [0]}
+        for _ in range(5):
+            self.post(f"/v1/envs/{iid}/step/", {"action": action})
+        self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/close/")[0], 204)
+        self.assertEqual(os.listdir(outside), [])
+        moved = os.path.join(root, "moved")
+        stats = [f for f in os.listdir(moved) if f.endswith(".stats.json")]
+        with open(os.path.join(moved, stats[0])) as f:
+            self.assertEqual(json.load(f)["episode_lengths"], [5])
+
+
+class TestProcessLimit(ServerTestCase):
+    server_options = {"max_processes": 3}
+
+    def test_instances_and_async_workers_count(self):
+        ids = [self.create() for _ in range(3)]  # a process each
+        self.assertError(self.post("/v1/envs/", {"env_id": "CartPole-v1"}), 429, "--max-processes", "3 of at most 3")
+        self.assertEqual(self.post(f"/v1/envs/{ids[0]}/close/")[0], 204)
+        self.assertError(self.post("/v1/envs/", {"env_id": "CartPole-v1", "num_envs": 2, "vectorization_mode": "async"}),
+                         429, "would start 3 processes")
+        self.create(num_envs=2, vectorization_mode="sync")  # one process for the whole vector
+        self.assertEqual(len(self.client.env_list_all()), 3)
+
+
+class TestThreadProcessLimit(ServerTestCase):
+    server_options = {"max_processes": 4, "isolation": "thread"}
+
+    def test_async_workers_count(self):
+        self.create(num_envs=3, vectorization_mode="async")
+        self.assertError(self.post("/v1/envs/", {"env_id": "CartPole-v1", "num_envs": 2, "vectorization_mode": "async"}),
+                         429, "--max-processes")
+        self.create()  # a thread: no process
+
+
+class TestRunningOutOfFiles(unittest.TestCase):
+    def test_accepting_pauses_instead_of_spinning(self):
+        import resource
+
+        def few_files():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+
+        proc = subprocess.Popen([sys.executable, "gymhttp.py", "-p", "0", "--max-connections", "1000"], cwd=HERE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=few_files)
+        socks = []
+        try:
+            url = wait_for_line(proc).split(" serving on ")[1].split()[0].rstrip("/")
+            port = int(url.rsplit(":", 1)[1])
+            for _ in range(60):  # more than the server has files for
+                socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            time.sleep(0.5)
+
+            def cpu():
+                with open(f"/proc/{proc.pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+            before = cpu()
+            time.sleep(1.0)
+            self.assertLess(cpu() - before, 0.3)  # it used to spin at 99%
+            for sock in socks:
+                sock.close()
+            socks = []
+            time.sleep(1.2)
+            with client.Client(url) as c:
+                self.assertEqual(c.env_list_all(), {})
+                c.shutdown_server()
+            self.assertEqual(proc.wait(20), 0)
+            self.assertIn("cannot accept connections", proc.stderr.read())
+        finally:
+            for sock in socks:
+                sock.close()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
 
 
 class TestNonLoopbackDefaults(unittest.TestCase):
@@ -3360,6 +3680,81 @@ class TestDashboardInBrowser(ServerTestCase):
         self.assertIn('<form id="login"><strong>This server needs its token', self.dump(self.base + "/", budget=1500))
         self.assertNotIn(iid, self.dump(self.base + "/", budget=1500))
         self.assertIn(iid, self.cards(self.dump(self.base + "/#token=letmein")))
+
+
+CROSS_SITE_PAGE = """<!doctype html><html><body><p id="out">running</p><script>
+(async () => {
+  const base = "http://127.0.0.1:%d", out = [];
+  const post = (path, init) => fetch(base + path, {method: "POST", ...init});
+  try {
+    const reply = await post("/v1/envs/", {headers: {"Content-Type": "application/json"}, body: '{"env_id": "CartPole-v1"}'});
+    out.push("cors " + reply.status + " " + await reply.text());
+  } catch (e) { out.push("cors refused"); }
+  try { await post("/v1/envs/", {mode: "no-cors", body: '{"env_id": "CartPole-v1"}'}); out.push("create sent"); }
+  catch (e) { out.push("create failed: " + e); }
+  try { await post("/v1/shutdown/", {mode: "no-cors"}); out.push("shutdown sent"); }
+  catch (e) { out.push("shutdown failed: " + e); }
+  document.getElementById("out").textContent = out.join("; ");
+})();
+</script></body></html>"""
+
+
+@unittest.skipUnless(CHROMIUM, "chromium is not installed (apt-get install -y chromium); .ci/run installs it")
+class TestCrossSiteInBrowser(unittest.TestCase):
+    """A page on another port, in real Chromium, against the server."""
+
+    def run_page(self, **options) -> tuple[str, gymhttp.GymHTTPServer]:
+        import http.server
+
+        server = gymhttp.make_server("127.0.0.1", 0, **options)
+        self.addCleanup(server.server_close)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 10)
+        self.addCleanup(server.shutdown)
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder, True)
+        with open(os.path.join(folder, "page.html"), "w") as f:
+            f.write(CROSS_SITE_PAGE % server.server_address[1])
+
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, directory=folder, **kw)
+
+            def log_message(self, *a):
+                pass
+
+        pages = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+        self.addCleanup(pages.server_close)
+        threading.Thread(target=pages.serve_forever, daemon=True).start()
+        self.addCleanup(pages.shutdown)
+        self.page_origin = f"http://127.0.0.1:{pages.server_address[1]}"
+        profile = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, profile, True)
+        out = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             f"--user-data-dir={profile}", "--virtual-time-budget=3000", "--dump-dom", self.page_origin + "/page.html"],
+            capture_output=True, text=True, timeout=90,
+        )
+        self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+        return out.stdout, server
+
+    def test_another_sites_page_cannot_create_or_shut_down(self):
+        dom, server = self.run_page()
+        self.assertIn("create sent", dom)  # the browser did send them: the server refused them
+        self.assertIn("shutdown sent", dom)
+        self.assertIn("cors refused", dom)
+        self.assertEqual(server.envs.all(), [])
+        self.assertFalse(server._shutdown_started.is_set())
+        with client.Client(f"http://127.0.0.1:{server.server_address[1]}") as c:
+            self.assertEqual(c.env_list_all(), {})
+
+    def test_an_allowed_page_uses_the_api_with_cors(self):
+        # The page's port is only known once its server is up: allow every origin here.
+        dom, server = self.run_page(allow_origins=("*",))
+        self.assertRegex(dom, r'cors 200 \{"instance_id":"\w+"\}')
+        self.assertEqual(len(server.envs.all()), 2)  # the no-cors create went through too: that origin is allowed
+        self.assertTrue(server._shutdown_started.is_set())  # and so did its shutdown
 
 
 # ---------------------------------------------------------------------------
