@@ -844,11 +844,106 @@ def _close_remote(client: Client, instance_id: str) -> None:
         client.close()
 
 
-def _build_remote_env() -> type:
+def _vector_info(info: dict, n: int, single_observation_space: Any) -> dict:
+    """A vector env's info as Gymnasium builds it, from its JSON: each
+    sub-env's values as an array of n (bool, int64 or float64 as the values
+    are, or objects), final observations decoded through the single space."""
+    import numpy as np
+
+    out: dict = {}
+    for key, value in info.items():
+        if isinstance(value, dict):
+            out[key] = _vector_info(value, n, single_observation_space)
+        elif isinstance(value, list) and len(value) == n:
+            if key == "final_obs":
+                array = np.empty(n, dtype=object)
+                array[:] = [None if v is None else _from_wire(single_observation_space, v) for v in value]
+                out[key] = array
+            elif all(type(v) is bool for v in value):
+                out[key] = np.array(value, dtype=bool)
+            elif all(type(v) is int for v in value):
+                out[key] = np.array(value, dtype=np.int64)
+            elif all(type(v) in (int, float) for v in value):
+                out[key] = np.array(value, dtype=np.float64)
+            else:
+                array = np.empty(n, dtype=object)
+                array[:] = value
+                out[key] = array
+        else:
+            out[key] = value
+    return out
+
+
+_NOT_PICKLED = (
+    "{cls} holds an instance on the server and a connection to it, which cannot travel to another process; "
+    "make the env there instead: send functools.partial(client.{cls}, url, env_id, ...) or the env's spec "
+    "(gymnasium.make(spec)), both of which pickle"
+)
+
+
+def _build_remote_classes() -> dict:
     import weakref
 
     import gymnasium
+    import numpy as np
     from gymnasium.envs.registration import EnvSpec
+
+    class _Window:
+        """Frames shown in a local window, as Gymnasium's HumanRendering shows them."""
+
+        def __init__(self, fps: float | None):
+            self.fps, self.screen, self.clock = fps, None, None
+
+        def show(self, frame: Any) -> None:
+            try:
+                import pygame
+            except ImportError as exc:
+                raise gymnasium.error.DependencyNotInstalled(
+                    'render_mode="human" shows frames with pygame: pip install "gymnasium[classic-control]"') from exc
+            rgb = np.transpose(np.asarray(frame)[..., :3], (1, 0, 2))
+            if self.screen is None:
+                pygame.init()
+                pygame.display.init()
+                self.screen = pygame.display.set_mode(rgb.shape[:2])
+                self.clock = pygame.time.Clock()
+            pygame.surfarray.blit_array(self.screen, rgb)
+            pygame.event.pump()
+            if self.fps:
+                self.clock.tick(self.fps)
+            pygame.display.flip()
+
+        def close(self) -> None:
+            if self.screen is not None:
+                import pygame
+
+                pygame.display.quit()
+                pygame.quit()
+                self.screen = None
+
+    def make_spec(env_id: str, details: dict, kwargs: dict) -> EnvSpec:
+        """The spec of a remote twin: the server's horizon and threshold, and
+        kwargs that gymnasium.make(spec) passes back to the entry point."""
+        spec = details.get("spec") or {}
+        return EnvSpec(
+            id=env_id.rpartition(":")[2],
+            entry_point=f"{__name__}:RemoteEnv",
+            reward_threshold=spec.get("reward_threshold"),
+            nondeterministic=bool(spec.get("nondeterministic", False)),
+            max_episode_steps=spec.get("max_episode_steps"),
+            order_enforce=False,
+            disable_env_checker=True,
+            kwargs=kwargs,
+        )
+
+    def connection_kwargs(remote_base: str, token: str | None, timeout: float, spin_us: int) -> dict:
+        kwargs: dict[str, Any] = {"remote_base": remote_base}
+        if token is not None:  # only when given: $GYMHTTP_TOKEN stays out of specs
+            kwargs["token"] = token
+        if timeout != 60.0:
+            kwargs["timeout"] = timeout
+        if spin_us != 1000:
+            kwargs["spin_us"] = spin_us
+        return kwargs
 
     class RemoteEnv(gymnasium.Env):
         """A ``gymnasium.Env`` whose environment runs on a gymhttp server.
@@ -861,16 +956,23 @@ def _build_remote_env() -> type:
 
         Keyword arguments other than ``token``, ``timeout`` and ``spin_us`` go to
         ``gymnasium.make`` on the server.  The spaces are rebuilt from the
-        server's descriptions and compare equal to a local ``make``'s.  Arrays
-        travel as base64, so observations keep their dtype exactly.
+        server's descriptions and compare equal to a local ``make``'s, and
+        ``spec`` carries the server's ``max_episode_steps``.  Arrays travel as
+        base64, so observations keep their dtype exactly.  ``render_mode="human"``
+        makes the server's env with ``rgb_array`` and shows its frames in a
+        local window.  The class pickles (by reference), and so do its spec and
+        ``functools.partial(RemoteEnv, ...)``; a live instance does not: make
+        the env in the process that uses it.
         """
+
+        metadata = {"render_modes": ["human", "rgb_array", "ansi"]}  # what gymnasium.make checks; instances know theirs
 
         def __init__(self, remote_base: str, env_id: str, *, token: str | None = None, timeout: float = 60.0,
                      spin_us: int = 1000, render_mode: str | None = None, **make_kwargs: Any):
             self._client = Client(remote_base, token=token, timeout=timeout, spin_us=spin_us)
             kwargs = dict(make_kwargs)
             if render_mode is not None:
-                kwargs["render_mode"] = render_mode
+                kwargs["render_mode"] = "rgb_array" if render_mode == "human" else render_mode
             try:
                 self.instance_id: str | None = self._client.env_create(env_id, kwargs=kwargs or None, encoding="base64")
             except BaseException:
@@ -880,44 +982,43 @@ def _build_remote_env() -> type:
             details = self._client.env_details(self.instance_id)
             self.action_space = space_from_description(self._client.env_action_space_info(self.instance_id))
             self.observation_space = space_from_description(self._client.env_observation_space_info(self.instance_id))
-            self.render_mode = details["render_mode"]
-            # "human" would draw on the server's screen, not here.
+            self.render_mode = render_mode
+            fps = details["metadata"].get("render_fps")
             modes = [m for m in details["metadata"]["render_modes"] if m != "human"]
-            self.metadata = {"render_modes": modes, "render_fps": details["metadata"].get("render_fps")}
-            spec = details.get("spec") or {}
-
-            def make(**again: Any) -> RemoteEnv:  # how check_env and spec.make() build a twin
-                return RemoteEnv(remote_base, token=token, timeout=timeout, spin_us=spin_us, **again)
-
-            self.spec = EnvSpec(
-                id=env_id.rpartition(":")[2],
-                entry_point=make,
-                reward_threshold=spec.get("reward_threshold"),
-                nondeterministic=bool(spec.get("nondeterministic", False)),
-                max_episode_steps=None,  # the server's env already has its TimeLimit
-                order_enforce=False,
-                disable_env_checker=True,
-                kwargs={"env_id": env_id, **kwargs},
-            )
+            if "rgb_array" in modes:
+                modes.append("human")  # shown here, from the server's rgb_array frames
+            self.metadata = {"render_modes": modes, "render_fps": fps}
+            self._window = _Window(fps) if render_mode == "human" else None
+            spec_kwargs = {**connection_kwargs(remote_base, token, timeout, spin_us), "env_id": env_id, **make_kwargs}
+            if render_mode is not None:
+                spec_kwargs["render_mode"] = render_mode
+            self.spec = make_spec(env_id, details, spec_kwargs)
             self.remote_base = remote_base
 
         def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple:
             """Reset the remote env: ``(observation, info)``."""
             super().reset(seed=seed)
             observation, info = self._client.reset(self._id(), seed=seed, options=options)
+            if self._window is not None:
+                self._window.show(decode_png(self._client.env_render(self._id())))
             return _from_wire(self.observation_space, observation), info
 
         def step(self, action: Any) -> tuple:
             """Step the remote env: ``(observation, reward, terminated, truncated, info)``."""
             reply = self._client._step(self._id(), _to_wire(action), False)
+            if self._window is not None:
+                self._window.show(decode_png(self._client.env_render(self._id())))
             return (_from_wire(self.observation_space, reply["observation"]), float(reply["reward"]),
                     bool(reply["terminated"]), bool(reply["truncated"]), reply["info"])
 
         def render(self) -> Any:
             """The remote env's frame: an ``rgb_array`` as a uint8 array, ``ansi``
-            as text; None without a render mode or before the first reset."""
+            as text; None without a render mode or before the first reset, and
+            in ``human`` mode, whose frames show at each reset and step."""
             if self.render_mode is None:
                 gymnasium.logger.warn("RemoteEnv.render() without a render_mode: pass render_mode='rgb_array' when creating it")
+                return None
+            if self.render_mode == "human":
                 return None
             try:
                 frame = self._client.env_render(self._id())
@@ -928,7 +1029,9 @@ def _build_remote_env() -> type:
             return decode_png(frame) if isinstance(frame, bytes) else frame
 
         def close(self) -> None:
-            """Close the remote instance (twice is fine)."""
+            """Close the remote instance (twice is fine), and the window."""
+            if self._window is not None:
+                self._window.close()
             if self.instance_id is not None:
                 self.instance_id = None
                 self._finalizer()
@@ -938,14 +1041,112 @@ def _build_remote_env() -> type:
                 raise gymnasium.error.ClosedEnvironmentError("this RemoteEnv is closed")
             return self.instance_id
 
+        def __reduce_ex__(self, protocol: Any) -> Any:
+            raise TypeError(_NOT_PICKLED.format(cls="RemoteEnv"))
+
         def __repr__(self) -> str:
             return f"<RemoteEnv {self.spec.kwargs['env_id'] if self.spec else '?'} {self.instance_id} at {self.remote_base}>"
 
-    return RemoteEnv
+    class RemoteVectorEnv(gymnasium.vector.VectorEnv):
+        """A ``gymnasium.vector.VectorEnv`` backed by one vector instance on a
+        gymhttp server: ``num_envs`` sub-envs stepped in one round trip, arrays
+        in base64.
+
+            envs = RemoteVectorEnv("http://127.0.0.1:5000", "CartPole-v1", 8)
+            observations, infos = envs.reset(seed=0)
+            observations, rewards, terminations, truncations, infos = envs.step(envs.action_space.sample())
+
+        Keyword arguments are those of ``gymnasium.make_vec``
+        (``vectorization_mode``, ``vector_kwargs``, and the env's own), plus
+        ``token``, ``timeout`` and ``spin_us``.  Spaces, dtypes, the autoreset
+        mode and infos are those of a local ``make_vec`` with the same
+        arguments, and so are trajectories, step for step.
+        """
+
+        def __init__(self, remote_base: str, env_id: str, num_envs: int = 1, *, vectorization_mode: str | None = None,
+                     vector_kwargs: dict | None = None, token: str | None = None, timeout: float = 60.0,
+                     spin_us: int = 1000, **make_kwargs: Any):
+            if num_envs < 2:
+                raise ValueError(f"RemoteVectorEnv needs num_envs of 2 or more, not {num_envs}; use RemoteEnv for one env")
+            self._client = Client(remote_base, token=token, timeout=timeout, spin_us=spin_us)
+            try:
+                self.instance_id: str | None = self._client.env_create(
+                    env_id, kwargs=make_kwargs or None, num_envs=num_envs, encoding="base64",
+                    vectorization_mode=vectorization_mode, vector_kwargs=vector_kwargs or None,
+                )
+            except BaseException:
+                self._client.close()
+                raise
+            self._finalizer = weakref.finalize(self, _close_remote, self._client, self.instance_id)
+            details = self._client.env_details(self.instance_id)
+            actions = self._client._get_request(f"/v1/envs/{self.instance_id}/action_space/")
+            observations = self._client._get_request(f"/v1/envs/{self.instance_id}/observation_space/")
+            self.num_envs = num_envs
+            self.action_space = space_from_description(actions["info"])
+            self.single_action_space = space_from_description(actions["single_info"])
+            self.observation_space = space_from_description(observations["info"])
+            self.single_observation_space = space_from_description(observations["single_info"])
+            self.render_mode = details["render_mode"]
+            metadata = details["metadata"]
+            self.metadata = {"render_modes": metadata["render_modes"], "render_fps": metadata.get("render_fps"),
+                             "autoreset_mode": gymnasium.vector.AutoresetMode(metadata["autoreset_mode"])}
+            self.spec = make_spec(env_id, details, {**connection_kwargs(remote_base, token, timeout, spin_us),
+                                                    "env_id": env_id, **make_kwargs})
+            self.remote_base = remote_base
+            self.closed = False
+
+        def reset(self, *, seed: int | list | None = None, options: dict | None = None) -> tuple:
+            """Reset every sub-env (or those in ``options["reset_mask"]``)."""
+            if isinstance(seed, np.ndarray):
+                seed = seed.tolist()
+            if options and "reset_mask" in options:
+                options = dict(options, reset_mask=np.asarray(options["reset_mask"], dtype=bool).tolist())
+            observations, infos = self._client.reset(self._id(), seed=seed, options=options)
+            return _from_wire(self.observation_space, observations), _vector_info(infos, self.num_envs, self.single_observation_space)
+
+        def step(self, actions: Any) -> tuple:
+            """One step of every sub-env, in one round trip."""
+            if isinstance(actions, np.ndarray):
+                actions = encode_array(np.ascontiguousarray(actions, dtype=self.action_space.dtype)
+                                       if getattr(self.action_space, "dtype", None) is not None else actions)
+            else:
+                actions = _to_wire(actions)
+            reply = self._client._step(self._id(), actions, False)
+            return (_from_wire(self.observation_space, reply["observation"]), np.asarray(reply["reward"]),
+                    np.asarray(reply["terminated"], dtype=bool), np.asarray(reply["truncated"], dtype=bool),
+                    _vector_info(reply["info"], self.num_envs, self.single_observation_space))
+
+        def render(self) -> tuple | None:
+            """Each sub-env's frame, as a tuple (None without a render mode)."""
+            if self.render_mode is None:
+                return None
+            frames = [self._client.env_render(self._id(), index=k) for k in range(self.num_envs)]
+            return tuple(decode_png(f) if isinstance(f, bytes) else f for f in frames)
+
+        def close_extras(self, **kwargs: Any) -> None:
+            if self.instance_id is not None:
+                self.instance_id = None
+                self._finalizer()
+
+        def _id(self) -> str:
+            if self.instance_id is None:
+                raise gymnasium.error.ClosedEnvironmentError("this RemoteVectorEnv is closed")
+            return self.instance_id
+
+        def __reduce_ex__(self, protocol: Any) -> Any:
+            raise TypeError(_NOT_PICKLED.format(cls="RemoteVectorEnv"))
+
+        def __repr__(self) -> str:
+            return f"<RemoteVectorEnv {self.spec.kwargs['env_id']} x{self.num_envs} {self.instance_id} at {self.remote_base}>"
+
+    classes = {"RemoteEnv": RemoteEnv, "RemoteVectorEnv": RemoteVectorEnv}
+    for name, cls in classes.items():  # pickle finds them as client.RemoteEnv, through __getattr__ below
+        cls.__module__, cls.__qualname__ = __name__, name
+    return classes
 
 
 def __getattr__(name: str) -> Any:
-    if name == "RemoteEnv":
-        cls = globals()["RemoteEnv"] = _build_remote_env()
-        return cls
+    if name in ("RemoteEnv", "RemoteVectorEnv"):  # built on first use: they import gymnasium and numpy
+        globals().update(_build_remote_classes())
+        return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

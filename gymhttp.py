@@ -749,20 +749,46 @@ def contains(space: Any, value: Any) -> bool:
         return False
 
 
+# What the decoder alone proves acceptable: the integer spaces check their
+# ranges; a Box of the right shape and dtype is taken whatever its values.
+_DECODER_CHECKS = (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Box)
+
+
+def acceptable(space: Any, value: Any) -> bool:
+    """Whether a decoded action may go to the env: as ``contains``, except
+    that a Box's values may lie outside its bounds, as a local env takes them
+    (most clip; Gymnasium's own checker only warns)."""
+    if isinstance(space, spaces.Box):
+        return True
+    if isinstance(space, spaces.Tuple):
+        return all(acceptable(s, v) for s, v in zip(space.spaces, value))
+    if isinstance(space, spaces.Dict):
+        return all(acceptable(s, value[k]) for k, s in space.spaces.items())
+    return contains(space, value)
+
+
+def _checked_by_decoder(space: Any) -> bool:
+    if type(space) is spaces.Tuple:
+        return all(map(_checked_by_decoder, space.spaces))
+    if type(space) is spaces.Dict:
+        return all(map(_checked_by_decoder, space.spaces.values()))
+    return type(space) in _DECODER_CHECKS
+
+
 class Codec:
     """Encoder and decoder of one space, compiled once per instance.
 
-    ``decoded_is_member``: the decoder alone proves membership (Discrete
-    checks its range), so ``contains`` need not run again.
+    ``checked``: the decoder alone proves an action acceptable (see
+    :func:`acceptable`), so no check need run after it.
     """
 
-    __slots__ = ("space", "encode", "decode", "decoded_is_member")
+    __slots__ = ("space", "encode", "decode", "checked")
 
     def __init__(self, space: Any, base64_arrays: bool):
         self.space = space
         self.encode = make_encoder(space, base64_arrays)
         self.decode = make_decoder(space)
-        self.decoded_is_member = type(space) in (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+        self.checked = _checked_by_decoder(space)
 
 # ---------------------------------------------------------------------------
 # The environment side
@@ -1016,7 +1042,7 @@ class EnvSide:
             value = codec.decode(action)
         except Invalid as exc:
             raise bad_request(f"Action {short(action)} is not in the action space {codec.space}: {exc}")
-        if not codec.decoded_is_member and not contains(codec.space, value):
+        if not codec.checked and not acceptable(codec.space, value):
             raise bad_request(f"Action {short(action)} is not in the action space {codec.space}")
         return value
 
