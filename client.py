@@ -251,6 +251,7 @@ class _Connection:
         self._spins = self._preempted = 0  # in the current sample
         self._backoff = SPIN_BACKOFF
         self.spun = 0  # replies waited for by polling, all told
+        self.content_type = "application/json"  # of the last reply
         self._spun_wait = 0.0  # reply waits summed over the current sample
         self._spun_mean = 0.0  # mean reply wait of the last sample that was preempted
         self._trial = 0  # replies still to wait for without spinning, to measure that
@@ -400,6 +401,7 @@ class _Connection:
                 return 200, "OK", self._take(int(digits)), True
         head = buffer[:end].decode("latin-1").split("\r\n")
         del buffer[:end + 4]
+        self.content_type = ""
         version, _, rest = head[0].partition(" ")
         code, _, reason = rest.partition(" ")
         status = int(code)
@@ -414,6 +416,8 @@ class _Connection:
                 keep = token != "close" if version == "HTTP/1.1" else token == "keep-alive"
             elif name == "transfer-encoding":
                 chunked = value.strip().lower() == "chunked"
+            elif name == "content-type":
+                self.content_type = value.strip()
         if status == 100:
             return self.read_response(method)
         if method == "HEAD" or status in (204, 304):
@@ -543,10 +547,9 @@ class Client:
         try:
             # Envelopes are decoded while parsing, not in a second walk.
             reply = json.loads(raw, object_hook=_envelope_hook) if b'"__ndarray__"' in raw else json.loads(raw)
-        except ValueError:
-            if status >= 400:
-                raise ServerError(raw.decode("utf-8", "replace")[:500], status) from None
-            raise
+        except ValueError:  # not gymhttp's JSON: say so in one line, not with the other server's page
+            kind = (conn.content_type.split(";")[0] or "no Content-Type") if conn is not None else "?"
+            raise ServerError(f"{self.remote_base} answered {status} {kind}; is this a gymhttp server?", status) from None
         if status >= 400:
             message = reply.get("message", reason) if isinstance(reply, dict) else reason
             raise ServerError(message, status)
@@ -902,8 +905,7 @@ def _build_remote_classes() -> dict:
                     'render_mode="human" shows frames with pygame: pip install "gymnasium[classic-control]"') from exc
             rgb = np.transpose(np.asarray(frame)[..., :3], (1, 0, 2))
             if self.screen is None:
-                pygame.init()
-                pygame.display.init()
+                pygame.display.init()  # only the display: pygame.init() would open the sound card too
                 self.screen = pygame.display.set_mode(rgb.shape[:2])
                 self.clock = pygame.time.Clock()
             pygame.surfarray.blit_array(self.screen, rgb)
@@ -917,7 +919,6 @@ def _build_remote_classes() -> dict:
                 import pygame
 
                 pygame.display.quit()
-                pygame.quit()
                 self.screen = None
 
     def make_spec(env_id: str, details: dict, kwargs: dict) -> EnvSpec:

@@ -1099,6 +1099,26 @@ class TestClient(ServerTestCase):
         self.thread.join(5)
         self.assertFalse(self.thread.is_alive())
 
+    def test_a_server_that_is_not_gymhttp_is_named_in_one_line(self):
+        import http.server
+
+        class Html(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.send_error(501, "Unsupported method")
+
+            def log_message(self, *a):
+                pass
+
+        other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
+        self.addCleanup(other.server_close)
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        self.addCleanup(other.shutdown)
+        url = f"http://127.0.0.1:{other.server_address[1]}"
+        with client.Client(url) as c, self.assertRaises(client.ServerError) as ctx:
+            c.env_create("CartPole-v1")
+        self.assertEqual(ctx.exception.status_code, 501)
+        self.assertEqual(ctx.exception.message, f"{url} answered 501 text/html; is this a gymhttp server?")
+
     def test_no_server_is_a_connection_error(self):
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
@@ -1124,6 +1144,25 @@ class TestExampleAgent(ServerTestCase):
             with open(os.path.join(d, stats[0])) as f:
                 self.assertEqual(len(json.load(f)["episode_lengths"]), 3)
         self.assertEqual(self.client.env_list_all(), {})
+
+    def test_the_error_that_stopped_it_is_the_one_reported(self):
+        import example_agent
+
+        # The env raises on its second step; then close fails too, as when the server has gone away.
+        with unittest.mock.patch.object(client.Client, "env_close", side_effect=ConnectionError("server gone")), \
+                unittest.mock.patch.object(example_agent.Client, "env_action_space_sample", return_value=0):
+            with self.assertRaises(client.ServerError) as ctx:
+                example_agent.run(self.base, "GymHTTPTest/Raising-v0", 1)
+        self.assertEqual(ctx.exception.status_code, 500)
+        self.assertIn("the reactor is on fire", ctx.exception.message)
+
+    def test_render_paces_the_steps_for_watching(self):
+        started = time.monotonic()
+        out = subprocess.run([sys.executable, "example_agent.py", "--url", self.base, "--episodes", "1", "--seed", "3",
+                              "--render", "--fps", "50"], cwd=HERE, capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        length = int(out.stdout.splitlines()[0].rsplit(" ", 1)[1])
+        self.assertGreaterEqual(time.monotonic() - started, length / 50)
 
     def test_no_server_gives_a_clear_message(self):
         sock = socket.socket()
@@ -3226,6 +3265,179 @@ class TestRemoteEnv(ServerTestCase):
 # ---------------------------------------------------------------------------
 # Watching: instance details, the registry, rendered frames
 # ---------------------------------------------------------------------------
+
+
+class TestRemoteEnvWhereLibrariesLook(ServerTestCase):
+    """What wrappers, vector envs and process pools read off an env."""
+
+    def remote(self, env_id="CartPole-v1", **kwargs):
+        env = client.RemoteEnv(self.base, env_id, **kwargs)
+        self.addCleanup(env.close)
+        return env
+
+    def test_spec_carries_the_servers_horizon_and_makes_a_twin(self):
+        env = self.remote()
+        local = gymnasium.make("CartPole-v1")
+        for field in ("max_episode_steps", "reward_threshold", "nondeterministic"):
+            self.assertEqual(getattr(env.spec, field), getattr(local.spec, field), field)
+        self.assertEqual(env.spec.entry_point, "client:RemoteEnv")
+        self.assertEqual(env.spec.kwargs, {"remote_base": self.base, "env_id": "CartPole-v1"})
+        self.assertEqual(self.remote(max_episode_steps=200).spec.max_episode_steps, 200)
+        self.assertEqual(json.loads(env.spec.to_json())["entry_point"], "client:RemoteEnv")
+        twin = gymnasium.make(env.spec)
+        self.addCleanup(twin.close)
+        self.assertIsInstance(twin.unwrapped, client.RemoteEnv)
+        self.assertNotEqual(twin.unwrapped.instance_id, env.instance_id)
+        self.assertEqual(len(self.client.env_list_all()), 3)
+        aware = gymnasium.wrappers.TimeAwareObservation(env)  # reads spec.max_episode_steps; refused None
+        self.assertEqual(aware.observation_space.shape, (5,))
+
+    def test_the_class_spec_and_partial_pickle_and_a_live_env_says_what_to_send(self):
+        import functools
+        import pickle
+
+        self.assertIs(pickle.loads(pickle.dumps(client.RemoteEnv)), client.RemoteEnv)
+        self.assertIs(pickle.loads(pickle.dumps(client.RemoteVectorEnv)), client.RemoteVectorEnv)
+        maker = pickle.loads(pickle.dumps(functools.partial(client.RemoteEnv, self.base, "CartPole-v1")))
+        env = maker()
+        self.addCleanup(env.close)
+        spec = pickle.loads(pickle.dumps(env.spec))
+        self.assertEqual(spec, env.spec)
+        with self.assertRaises(TypeError) as ctx:
+            pickle.dumps(env)
+        self.assertIn("functools.partial(client.RemoteEnv", str(ctx.exception))
+
+    def test_async_vector_env_with_spawn_workers(self):
+        import functools
+
+        make = functools.partial(client.RemoteEnv, self.base, "CartPole-v1")
+        envs = gymnasium.vector.AsyncVectorEnv([make, make], context="spawn")
+        self.addCleanup(envs.close)
+        local = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+        observations, _ = envs.reset(seed=[3, 4])
+        np.testing.assert_array_equal(observations, local.reset(seed=[3, 4])[0])
+        for t in range(30):
+            actions = np.array([t % 2, (t // 2) % 2])
+            got, want = envs.step(actions), local.step(actions)
+            for g, w in zip(got[:4], want[:4]):
+                np.testing.assert_array_equal(g, w)
+        specs = envs.get_attr("spec")  # used to kill the workers (a spec holding a local function)
+        self.assertEqual([s.kwargs["env_id"] for s in specs], ["CartPole-v1"] * 2)
+        self.assertEqual(specs[0].max_episode_steps, 500)
+
+    def test_human_render_mode_shows_the_frames_here(self):
+        import pygame
+
+        env = self.remote(render_mode="human")
+        self.assertEqual(env.render_mode, "human")
+        self.assertIn("human", env.metadata["render_modes"])
+        self.assertEqual(self.get(f"/v1/envs/{env.instance_id}/")[2]["render_mode"], "rgb_array")  # made so on the server
+        local = gymnasium.make("CartPole-v1", render_mode="rgb_array")
+        env.reset(seed=1), local.reset(seed=1)
+        for action in (1, 1, 0):
+            env.step(action), local.step(action)
+        shown = pygame.surfarray.array3d(pygame.display.get_surface()).transpose(1, 0, 2)
+        np.testing.assert_array_equal(shown, local.render())
+        self.assertIsNone(env.render())
+        env.close()
+        self.assertFalse(pygame.display.get_init())
+
+
+class TestRemoteVectorEnv(ServerTestCase):
+    def pair(self, num_envs=4, **kwargs):
+        remote = client.RemoteVectorEnv(self.base, "CartPole-v1", num_envs, **kwargs)
+        self.addCleanup(remote.close)
+        local = gymnasium.make_vec("CartPole-v1", num_envs=num_envs, **kwargs)
+        self.addCleanup(local.close)
+        return remote, local
+
+    def assertInfoEqual(self, got, want, where):
+        self.assertEqual(set(got), set(want), where)
+        for key, value in want.items():
+            if isinstance(value, dict):
+                self.assertInfoEqual(got[key], value, f"{where}.{key}")
+            elif isinstance(value, np.ndarray) and value.dtype == object:
+                self.assertEqual(got[key].dtype, object, f"{where}.{key}")
+                for g, w in zip(got[key], value):
+                    if w is None:
+                        self.assertIsNone(g)
+                    else:
+                        self.assertEqual(np.asarray(g).dtype, np.asarray(w).dtype)
+                        np.testing.assert_array_equal(g, w)
+            else:
+                self.assertEqual(np.asarray(got[key]).dtype, np.asarray(value).dtype, f"{where}.{key}")
+                np.testing.assert_array_equal(got[key], value)
+
+    def check_step_for_step(self, steps=60, **kwargs):
+        remote, local = self.pair(**kwargs)
+        self.assertEqual(remote.observation_space, local.observation_space)
+        self.assertEqual(remote.action_space, local.action_space)
+        self.assertEqual(remote.single_observation_space, local.single_observation_space)
+        self.assertEqual(remote.single_action_space, local.single_action_space)
+        self.assertEqual(remote.metadata["autoreset_mode"], local.metadata["autoreset_mode"])
+        self.assertEqual(remote.num_envs, local.num_envs)
+        got, want = remote.reset(seed=7), local.reset(seed=7)
+        np.testing.assert_array_equal(got[0], want[0])
+        self.assertInfoEqual(got[1], want[1], "reset")
+        mode = local.metadata["autoreset_mode"]
+        rng = np.random.default_rng(0)
+        for t in range(steps):
+            actions = rng.integers(0, 2, remote.num_envs)
+            got, want = remote.step(actions), local.step(actions)
+            for g, w, name in zip(got[:4], want[:4], ("observations", "rewards", "terminations", "truncations")):
+                self.assertEqual(g.dtype, w.dtype, name)
+                np.testing.assert_array_equal(g, w, f"{name} at step {t}")
+            self.assertInfoEqual(got[4], want[4], f"step {t}")
+            if mode == gymnasium.vector.AutoresetMode.DISABLED and (want[2] | want[3]).any():
+                mask = want[2] | want[3]
+                got, want = remote.reset(options={"reset_mask": mask}), local.reset(options={"reset_mask": mask})
+                np.testing.assert_array_equal(got[0], want[0])
+        self.assertIn(remote.observation_space.sample().shape, [(4, 4)])
+        return remote
+
+    def test_sync_in_every_autoreset_mode(self):
+        for mode in ("NextStep", "SameStep", "Disabled"):
+            with self.subTest(mode):
+                self.check_step_for_step(vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode})
+
+    def test_vector_entry_point(self):
+        self.check_step_for_step(vectorization_mode="vector_entry_point")
+        self.check_step_for_step()  # Gymnasium's default for CartPole: the same
+
+    def test_env_kwargs_and_render(self):
+        remote, local = self.pair(3, vectorization_mode="sync", render_mode="rgb_array", max_episode_steps=20)
+        self.assertEqual(remote.render_mode, "rgb_array")
+        remote.reset(seed=2), local.reset(seed=2)
+        for _ in range(25):  # past the 20-step horizon: the kwargs reached the sub-envs
+            got, want = remote.step(np.ones(3, dtype=np.int64)), local.step(np.ones(3, dtype=np.int64))
+            np.testing.assert_array_equal(got[3], want[3])
+        frames = remote.render()
+        self.assertEqual(len(frames), 3)
+        for frame, expected in zip(frames, local.render()):
+            np.testing.assert_array_equal(frame, expected)
+
+    def test_cleanrl_style_loop_with_episode_statistics(self):
+        # What CleanRL's ppo.py does with its envs: wrap, reset once, step with sampled actions, read episode stats.
+        envs = gymnasium.wrappers.vector.RecordEpisodeStatistics(client.RemoteVectorEnv(self.base, "CartPole-v1", 4))
+        self.addCleanup(envs.close)
+        assert isinstance(envs.single_action_space, spaces.Discrete)
+        observations, _ = envs.reset(seed=1)
+        returns = []
+        for _ in range(200):
+            observations, rewards, terminations, truncations, infos = envs.step(envs.action_space.sample())
+            if "episode" in infos:
+                returns += infos["episode"]["r"][infos["_episode"]].tolist()
+        self.assertEqual(observations.shape, (4, 4))
+        self.assertGreater(len(returns), 10)
+        self.assertTrue(all(r >= 8 for r in returns))  # CartPole lasts at least 8 steps
+
+    def test_pickles_like_remote_env(self):
+        import pickle
+
+        remote, _ = self.pair(2)
+        with self.assertRaises(TypeError):
+            pickle.dumps(remote)
+        self.assertEqual(pickle.loads(pickle.dumps(remote.spec)), remote.spec)
 
 
 def png_pixels(data: bytes) -> np.ndarray:
