@@ -3834,7 +3834,8 @@ main { padding: 12px 24px 32px; display: grid; grid-template-columns: repeat(aut
 .badge[hidden] { display: none; }
 .stats { display: grid; grid-template-columns: repeat(4, minmax(0, 1fr)); gap: 6px; }
 .stat b { display: block; font-size: 17px; font-variant-numeric: tabular-nums; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-.frame { aspect-ratio: 3 / 2; background: #0b0d10; border-radius: 6px; overflow: hidden; display: flex; align-items: center; justify-content: center; }
+.frame { aspect-ratio: 3 / 2; background: var(--card); border-radius: 6px; overflow: hidden; display: flex; align-items: center; justify-content: center; }
+.frame.text { background: #0b0d10; }  /* ansi text is drawn light on dark, as in a terminal */
 .frame img { width: 100%; height: 100%; object-fit: contain; display: block; }
 .frame pre { margin: 0; color: #e6e9ef; font: 13px/1.25 var(--mono); padding: 10px; max-height: 100%; overflow: hidden; }
 .frame .none { color: #8f99a8; font-size: 12px; text-align: center; padding: 0 24px; }
@@ -3911,11 +3912,42 @@ async function api(path, kind = "json") {
 
 const fmtInt = n => Number(n).toLocaleString("en-US");
 const fmtMiB = b => (b < 10 * 2 ** 20 ? (b / 2 ** 20).toFixed(1) : fmtInt(Math.round(b / 2 ** 20))) + " MiB";
-function fmtNum(x) {
+function fmtNum(x) {  // one format for every return: grouped, no trailing zeros, two decimals at most
   if (x === null || x === undefined) return "–";
   if (typeof x === "string") return x;  // "NaN", "Infinity"
   const a = Math.abs(x);
-  return a >= 1000 ? fmtInt(Math.round(x)) : a >= 100 ? x.toFixed(1) : x.toFixed(2);
+  if (a !== 0 && a < 0.01) return x.toLocaleString("en-US", {maximumSignificantDigits: 2});
+  return x.toLocaleString("en-US", {maximumFractionDigits: a >= 1000 ? 0 : 2});
+}
+// ANSI colours (SGR) as DOM nodes: text stays text, so nothing in it can become markup.
+const ANSI = ["#1b2230", "#e5534b", "#57ab5a", "#c69026", "#539bf5", "#b083f0", "#39c5cf", "#e6e9ef"];
+function ansiNodes(text) {
+  const nodes = [];
+  let fg = null, bg = null, bold = false;
+  for (const part of text.split(/(\x1b\[[0-9;]*m)/)) {
+    const sgr = /^\x1b\[([0-9;]*)m$/.exec(part);
+    if (sgr) {
+      for (const code of (sgr[1] || "0").split(";").map(Number)) {
+        if (code === 0) { fg = bg = null; bold = false; }
+        else if (code === 1) bold = true;
+        else if (code === 22) bold = false;
+        else if (code === 39) fg = null;
+        else if (code === 49) bg = null;
+        else if (code >= 30 && code <= 37) fg = ANSI[code - 30];
+        else if (code >= 90 && code <= 97) fg = ANSI[code - 90];
+        else if (code >= 40 && code <= 47) bg = ANSI[code - 40];
+        else if (code >= 100 && code <= 107) bg = ANSI[code - 100];
+      }
+    } else if (part) {
+      const span = document.createElement("span");
+      span.textContent = part;
+      if (fg) span.style.color = fg;
+      if (bg) span.style.backgroundColor = bg;
+      if (bold) span.style.fontWeight = "bold";
+      nodes.push(span);
+    }
+  }
+  return nodes;
 }
 function ago(seconds) {
   if (seconds < 1.5) return "just now";
@@ -4063,8 +4095,8 @@ async function refreshFrame(card) {
     if (d.render_mode === "ansi") {
       const text = await api(path, "text");
       let pre = card.view.querySelector("pre");
-      if (!pre) { pre = document.createElement("pre"); card.view.replaceChildren(pre); }
-      pre.textContent = text.replace(/\x1b\[[0-9;]*m/g, "");
+      if (!pre) { pre = document.createElement("pre"); card.view.replaceChildren(pre); card.view.classList.add("text"); }
+      pre.replaceChildren(...ansiNodes(text));
     } else {
       const blob = await api(path, "blob");
       let img = card.view.querySelector("img");

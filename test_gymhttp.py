@@ -3894,10 +3894,13 @@ class TestDashboardInBrowser(ServerTestCase):
         steps = int(sum(returns))
         self.assertIn(f'<b class="steps">{steps}</b>', card)
         self.assertIn('<b class="episodes">3</b>', card)
-        self.assertIn(f'<b class="last">{returns[-1]:.2f}</b>', card)
+        self.assertIn(f'<b class="last">{int(returns[-1])}</b>', card)  # a whole return shows whole: "10", not "10.00"
         self.assertIn('data-loaded="600x400"', card)  # the PNG arrived and decoded
         self.assertIn('data-points="3"', card)  # the returns plot has the three episodes
         self.assertIn("SFFF", cards[text])
+        # FrozenLake marks the agent only by colour: a red background, kept as a styled span (text, never markup).
+        self.assertRegex(cards[text], r'<span style="background-color: rgb\(229, 83, 75\);">[SFHG]</span>')
+        self.assertNotIn("\x1b", cards[text])
         self.assertIn("No live frame", cards[plain])
         self.assertIn("×4", cards[vector])
         self.assertIn('<b class="steps">20</b>', cards[vector])
@@ -3995,6 +3998,18 @@ class TestCrossSiteInBrowser(unittest.TestCase):
 # ---------------------------------------------------------------------------
 
 NODE = shutil.which("node")
+
+
+@unittest.skipUnless(NODE, "node is not installed; .ci/run installs it")
+class TestDashboardNumbers(unittest.TestCase):
+    def test_one_format_for_every_return(self):
+        import re
+
+        source = re.search(r"const fmtInt = .*?\n(function fmtNum.*?\n})", gymhttp.DASHBOARD_HTML, re.S)
+        code = (re.search(r"const fmtInt = [^\n]*", gymhttp.DASHBOARD_HTML).group(0) + "\n" + source.group(1) +
+                "\nconsole.log(JSON.stringify([50, 50.0, -1116.4, -200, 22.456, 0.004, 1234.5, -0.5, 0, null, 'NaN'].map(fmtNum)));")
+        out = subprocess.run([NODE, "-e", code], capture_output=True, text=True, timeout=30)
+        self.assertEqual(json.loads(out.stdout), ["50", "50", "-1,116", "-200", "22.46", "0.004", "1,235", "-0.5", "0", "–", "NaN"])
 
 
 @unittest.skipUnless(NODE, "node is not installed; .ci/run installs it")
