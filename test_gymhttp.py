@@ -3994,6 +3994,118 @@ class TestCrossSiteInBrowser(unittest.TestCase):
 
 
 # ---------------------------------------------------------------------------
+# README: its examples run
+# ---------------------------------------------------------------------------
+
+
+def readme_commands(text: str) -> list[tuple[str, list[str]]]:
+    """(command, expected output lines) of every ```sh block that calls curl,
+    in README order, shutdown last.  A command's output is the "# " lines
+    right under it; a command may go on over lines ending in a backslash."""
+    import re
+
+    blocks = [m.group(1) for m in re.finditer(r"```sh\n(.*?)```", text, re.S) if re.search(r"^curl |\$\(curl ", m.group(1), re.M)]
+    blocks.sort(key=lambda b: "/v1/shutdown/" in b)
+    commands: list[tuple[str, list[str]]] = []
+    for block in blocks:
+        pending = ""
+        for line in block.splitlines():
+            if line.startswith("#") and not pending:
+                if commands:
+                    commands[-1][1].append(line[1:].strip())
+                continue
+            pending += line[:-1] + " " if line.endswith("\\") else line
+            if not line.endswith("\\"):
+                commands.append((pending.strip(), []))
+                pending = ""
+    return commands
+
+
+DECIMAL = r"-?\d+\.\d+(?:e[-+]?\d+)?"
+
+
+def readme_pattern(expected: str) -> tuple[str, list[str]]:
+    """A regex for an output as README shows it, and the decimals it shows.
+    ... (or …) stands for anything; each decimal is captured, to compare at
+    the precision shown (0.0137 for 0.013696168549358845); instance ids,
+    Unix times, pids and memory sizes are whatever they are."""
+    import re
+
+    parts, decimals = [], []
+    for piece in re.split(rf'(\.\.\.|…|"[0-9a-f]{{8}}"|\d{{9,}}\.\d+|{DECIMAL})', re.sub(r"\s+", "", expected)):
+        if piece in ("...", "…"):
+            parts.append(".*?")
+        elif re.fullmatch(r'"[0-9a-f]{8}"', piece):
+            parts.append('"[0-9a-f]{8}"')
+        elif re.fullmatch(r"\d{9,}\.\d+", piece):
+            parts.append(r"[0-9.]+")
+        elif re.fullmatch(DECIMAL, piece):
+            parts.append(f"({DECIMAL})")
+            decimals.append(piece)
+        else:
+            parts.append(re.escape(piece))
+    return re.sub(r'("(?:pid|rss)":)\d+', r"\1\\d+", "".join(parts)), decimals
+
+
+def same_at_precision(got: str, shown: str) -> bool:
+    """Whether a number is the one shown, rounded as shown."""
+    digits = len(shown.split("e")[0].split(".")[1])
+    scale = 10 ** int(shown.split("e")[1]) if "e" in shown else 1
+    return abs(float(got) - float(shown)) <= 0.5 * 10 ** -digits * scale * (1 + 1e-9)
+
+
+class TestReadmeExamples(unittest.TestCase):
+    def test_every_curl_example_runs_and_shows_what_it_gets(self):
+        import re
+
+        with open(os.path.join(HERE, "README.md")) as f:
+            commands = readme_commands(f.read())
+        self.assertGreater(len(commands), 20)
+        work = tempfile.mkdtemp(prefix="gymhttp-readme-")
+        self.addCleanup(shutil.rmtree, work, True)
+        env = dict(os.environ)
+        env.pop("GYMHTTP_TOKEN", None)
+        proc = subprocess.Popen([sys.executable, os.path.join(HERE, "gymhttp.py"), "-p", "0"], cwd=work, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.addCleanup(lambda: (proc.poll() is None and proc.kill(), proc.wait(10), proc.stdout.close()))
+        port = wait_for_line(proc).split(" serving on ")[1].split()[0].rstrip("/").rsplit(":", 1)[1]
+        script = ["set -u"]
+        for k, (command, _) in enumerate(commands):
+            command = command.replace("localhost:5000", f"localhost:{port}").replace("/tmp/run1", os.path.join(work, "run1"))
+            if command.startswith("curl ") and " -w " not in command and "|" not in command:  # each curl tells its status
+                command = "curl -s -w '\\n@@STATUS %{http_code}\\n' " + command[5:]
+            script.append(f"echo '@@COMMAND {k}'\n{command}\necho \"@@EXIT $?\"")
+        out = subprocess.run(["bash", "-c", "\n".join(script)], cwd=work, capture_output=True, text=True, timeout=120)
+        sections = re.split(r"^@@COMMAND (\d+)\n", out.stdout, flags=re.M)[1:]
+        results = {int(k): text for k, text in zip(sections[::2], sections[1::2])}
+        self.assertEqual(len(results), len(commands), out.stderr[-2000:])
+        for k, (command, expected) in enumerate(commands):
+            with self.subTest(command=command[:90]):
+                text = results[k]
+                self.assertRegex(text, r"@@EXIT 0\n$", text)
+                body = text.rsplit("@@EXIT", 1)[0]
+                status = re.search(r"@@STATUS (\d+)", body)
+                body = re.sub(r"\n?@@STATUS \d+\n", "", body)
+                wanted = " ".join(expected)
+                if status:  # the status README names ("# 410 {...}"), else a success
+                    code = re.match(r"(\d{3})(?:\s|$)", wanted)
+                    if code:
+                        self.assertEqual(int(status.group(1)), int(code.group(1)), body)
+                        wanted = wanted[4:]
+                    else:
+                        self.assertLess(int(status.group(1)), 400, body)
+                if wanted:
+                    pattern, decimals = readme_pattern(wanted)
+                    match = re.fullmatch(pattern, re.sub(r"\s+", "", body))
+                    self.assertIsNotNone(match, f"{body!r} is not what README shows: {wanted!r}")
+                    for got, shown in zip(match.groups(), decimals):
+                        self.assertTrue(same_at_precision(got, shown), f"{got} is not {shown}, in {body!r}")
+        with open(os.path.join(work, "frame.png"), "rb") as f:
+            self.assertEqual(png_pixels(f.read()).shape, (400, 600, 3))  # the frame example wrote a frame, not an error
+        self.assertEqual(proc.wait(20), 0)  # its shutdown example stopped it
+
+
+# ---------------------------------------------------------------------------
 # The Node agent
 # ---------------------------------------------------------------------------
 
