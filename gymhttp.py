@@ -2707,7 +2707,9 @@ OPENAPI_SCHEMAS: dict[str, dict] = {
     "ResetResponse": _object(("observation", "info"), observation=_ref("Value"), info={"type": "object"}),
     "StepRequest": _object(
         ("action",),
-        action={**_ref("Value"), "description": "an action; vector instances: a batch, one per sub-env"},
+        action={**_ref("Value"), "description": "an action; vector instances: a batch, one per sub-env. It must have the "
+                "action space's shape and types, and integer spaces' ranges; Box values outside the bounds reach the env "
+                "(which clips them, as a local env would)"},
         render={"type": "boolean", "default": False},
     ),
     "StepResponse": _object(

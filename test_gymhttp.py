@@ -3431,6 +3431,16 @@ class TestRemoteVectorEnv(ServerTestCase):
         self.assertGreater(len(returns), 10)
         self.assertTrue(all(r >= 8 for r in returns))  # CartPole lasts at least 8 steps
 
+    def test_the_training_example_solves_cartpole(self):
+        out = subprocess.run([sys.executable, os.path.join("examples", "train_vector.py"), "--url", self.base,
+                              "--generations", "6"], cwd=HERE, capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+        best = [float(line.split("best return ")[1].split(",")[0]) for line in out.stdout.splitlines()]
+        self.assertEqual(len(best), 6)
+        self.assertLess(best[0], 100)
+        self.assertEqual(best[-1], 500)  # learned: the longest CartPole episode there is
+        self.assertEqual(self.client.env_list_all(), {})  # and closed its instance
+
     def test_pickles_like_remote_env(self):
         import pickle
 
