@@ -372,6 +372,41 @@ def create_latency(url: str, count: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def remote_env(url: str, seconds: float) -> float:
+    """Steps/s of a client.RemoteEnv (a gymnasium.Env) stepping CartPole."""
+    env = client.RemoteEnv(url, "CartPole-v1")
+    env.reset(seed=0)
+    state = {"t": 0}
+
+    def step():
+        state["t"] += 1
+        _, _, terminated, truncated, _ = env.step(state["t"] & 1)
+        if terminated or truncated:
+            env.reset()
+
+    try:
+        return rate(step, seconds)
+    finally:
+        env.close()
+
+
+def remote_vector_env(url: str, num_envs: int, seconds: float) -> float:
+    """Env-steps/s of a client.RemoteVectorEnv (a gymnasium VectorEnv) of CartPole."""
+    envs = client.RemoteVectorEnv(url, "CartPole-v1", num_envs)
+    envs.reset(seed=0)
+    actions = np.random.default_rng(0).integers(0, 2, (64, num_envs))
+    state = {"t": 0}
+
+    def step():
+        state["t"] += 1
+        envs.step(actions[state["t"] % 64])
+
+    try:
+        return rate(step, seconds) * num_envs
+    finally:
+        envs.close()
+
+
 def heavy_in_process(seconds: float) -> float:
     import bench_envs
 
@@ -465,6 +500,12 @@ def main(argv: list[str] | None = None) -> int:
         if (256, "base64") in vec:
             ratio = vec[256, "base64"] / local
             check("256-env vector base64 / in-process", ratio, ">= 4", ratio >= 4)
+        remote = max(remote_env(url, seconds) for _ in range(rounds))
+        rows.append(("client.RemoteEnv (a gymnasium.Env), CartPole", f"{remote:,.0f} steps/s", f"{remote / local:.2f} x in-process"))
+        for n in (8, 64):
+            remote_vec = max(remote_vector_env(url, n, seconds) for _ in range(rounds))
+            rows.append((f"client.RemoteVectorEnv (a VectorEnv), {n} CartPole envs", f"{remote_vec:,.0f} env-steps/s",
+                         f"{remote_vec / remote:.1f} x RemoteEnv"))
         frames = {enc: max(atari(url, enc, seconds) for _ in range(rounds)) for enc in ("list", "base64")}
         rows.append(("210x160x3 uint8 frames, list", f"{frames['list']:,.1f} steps/s", ""))
         rows.append(("210x160x3 uint8 frames, base64", f"{frames['base64']:,.1f} steps/s", f"{frames['base64'] / frames['list']:.1f} x list"))
