@@ -133,7 +133,8 @@ def decode_envelopes(value: Any) -> Any:
 
 
 def _envelope_hook(obj: dict) -> Any:
-    return _envelope_to_value(obj) if ENVELOPE in obj else obj
+    # An envelope's "__ndarray__" is base64 text; the OpenAPI document's schema of it is an object.
+    return _envelope_to_value(obj) if type(obj.get(ENVELOPE)) is str else obj
 
 
 class Envelope(dict):

@@ -31,6 +31,7 @@ import faulthandler
 import functools
 import gc
 import hmac
+import http.client
 import importlib
 import ipaddress
 import itertools
@@ -55,7 +56,7 @@ import zlib
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 # Envs that render use pygame: keep its greeting off stdout, and on a machine
 # with no display let SDL draw off-screen instead of complaining on stderr.
@@ -106,6 +107,7 @@ CLOSE_SECONDS = 5.0  # at shutdown, after the drain: time to close every env
 CLOSE_WAIT = 1.0  # close of an instance stuck in a call: wait this long, then kill it
 MONITOR_FLUSH = 0.5  # seconds between flushes of monitors with new episodes
 MEMORY_POLL = 0.05  # seconds between RSS checks of instance processes in a call (--max-env-memory)
+PEER_TIMEOUT = 2.0  # seconds a node waits for a peer's list (--peers)
 
 
 def default_max_connections() -> int:
@@ -2029,8 +2031,9 @@ class Envs:
     """The server's instances, by id.  The lock guards the dict only; calls
     into environments hold each instance's own lock."""
 
-    def __init__(self, max_envs: int = DEFAULT_MAX_ENVS, max_processes: int | None = None):
+    def __init__(self, max_envs: int = DEFAULT_MAX_ENVS, max_processes: int | None = None, prefix: str = ""):
         self.max_envs = max_envs
+        self.prefix = prefix  # "a-" on node a of a cluster (--node-id): the gateway routes by it
         self.max_processes = max_processes if max_processes is not None else default_max_processes()
         self.processes = 0  # that the instances started: their own processes and async workers
         self._instances: dict[str, Instance] = {}
@@ -2054,9 +2057,9 @@ class Envs:
                     "use a sync vector (no process per sub-env), or restart the server with a larger --max-processes",
                 )
             self.processes += processes
-            instance_id = secrets.token_hex(ID_LENGTH // 2)
+            instance_id = self.prefix + secrets.token_hex(ID_LENGTH // 2)
             while instance_id in self._instances:
-                instance_id = secrets.token_hex(ID_LENGTH // 2)
+                instance_id = self.prefix + secrets.token_hex(ID_LENGTH // 2)
             self._instances[instance_id] = None  # type: ignore[assignment]  # reserved
         try:
             instance = make(instance_id)
@@ -2259,8 +2262,20 @@ def route_create(server: GymHTTPServer, request: Request) -> dict:
     return {"instance_id": instance.instance_id}
 
 
-def route_list(server: GymHTTPServer, request: Request) -> dict:
-    return {"all_envs": {i.instance_id: i.env_id for i in server.envs.all()}}
+def route_list(server: GymHTTPServer, request: Request) -> dict | Response:
+    envs = {i.instance_id: i.env_id for i in server.envs.all()}
+    if not server.peers or request.query and request.params.get("local") == "1":
+        return {"all_envs": envs}
+    missing = []
+    for peer, listed in zip(server.peers, server.ask_peers()):  # the cluster's list, from any node
+        if listed is None:
+            missing.append(peer)
+        else:
+            envs.update(listed)
+    if not missing:
+        return {"all_envs": envs}
+    return Response(HTTPStatus.OK, encode_json({"all_envs": envs, "missing_peers": missing}),
+                    headers={"Gymhttp-Missing-Peers": ", ".join(missing)})
 
 
 def route_reset(server: GymHTTPServer, request: Request, instance_id: str) -> bytes:
@@ -2791,8 +2806,13 @@ API_DOCS: dict[tuple[str, str], dict] = {
     ("GET", "/v1/openapi.json"): _operation("openapi", "This document", reply={"type": "object"}),
     ("GET", "/v1/registry"): _operation("registry", "Env ids that can be made, with their spec basics",
                                          reply=_object(("envs",), envs={"type": "array", "items": _ref("Spec")})),
-    ("GET", "/v1/envs"): _operation("env_list_all", "Every instance: {instance_id: env_id}",
-                                     reply=_object(("all_envs",), all_envs={"type": "object", "additionalProperties": {"type": "string"}})),
+    ("GET", "/v1/envs"): _operation(
+        "env_list_all", "Every instance: {instance_id: env_id}; with --peers, the whole cluster's",
+        reply=_object(("all_envs",), all_envs={"type": "object", "additionalProperties": {"type": "string"}},
+                      missing_peers={"type": "array", "items": {"type": "string"},
+                                     "description": "peers (--peers) that did not answer, whose instances are not listed"}),
+        params=({"name": "local", "in": "query", "required": False, "schema": {"type": "string", "enum": ["1"]},
+                 "description": "1: this node's instances only, without asking its peers"},)),
     ("POST", "/v1/envs"): _operation("env_create", "Create an instance (gymnasium.make, or make_vec when num_envs > 1)",
                                       request="CreateRequest", reply=_object(("instance_id",), instance_id={"type": "string"})),
     ("GET", "/v1/envs/{instance_id}"): _operation("env_details", "An instance's details and recent episodes",
@@ -3238,6 +3258,8 @@ class GymHTTPServer(ThreadingHTTPServer):
         drain_timeout: float = DEFAULT_DRAIN,
         token: str | None = None,
         allow_origins: tuple[str, ...] = (),
+        node_id: str | None = None,
+        peers: tuple[str, ...] = (),
         monitor_root: str | None = None,
         imports: tuple[str, ...] = (),
         log_requests: bool = False,
@@ -3256,6 +3278,12 @@ class GymHTTPServer(ThreadingHTTPServer):
                 raise ValueError("max_env_memory needs isolation 'process': a thread's memory cannot be told apart or ended")
         if not (type(spin_us) is int and 0 <= spin_us <= MAX_SPIN_US):
             raise ValueError(f"spin_us must be an integer from 0 (off) to {MAX_SPIN_US}, not {spin_us!r}")
+        if node_id is not None and not re.fullmatch(r"[A-Za-z0-9_]{1,32}", node_id):
+            raise ValueError(f"node_id must be 1 to 32 letters, digits or _, not {node_id!r}")
+        for peer in peers:
+            parts = urlsplit(peer)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"a peer must be a URL such as http://10.0.0.2:5000, not {peer!r}")
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         # Everything server_close() needs exists before binding, which may fail.
@@ -3263,7 +3291,9 @@ class GymHTTPServer(ThreadingHTTPServer):
         self.env_timeout = env_timeout
         self.max_env_memory = max_env_memory
         self.starter: ProcessStarter | None = None
-        self.envs = Envs(max_envs, max_processes)
+        self.envs = Envs(max_envs, max_processes, f"{node_id}-" if node_id else "")
+        self.node_id = node_id
+        self.peers = tuple(p.rstrip("/") for p in peers)
         self.max_connections = max_connections if max_connections is not None else default_max_connections()
         self._open_connections = 0
         self._accept_pause = 0.0  # seconds to wait before the next accept, after running out of files
@@ -3435,6 +3465,34 @@ class GymHTTPServer(ThreadingHTTPServer):
                 "Shutdown is only taken from this machine (loopback) unless the server was started with --token and the request carries it",
             )
         return cors
+
+    def ask_peers(self) -> list[dict | None]:
+        """Each peer's own instances ({id: env_id}), asked side by side with
+        this server's token; None for a peer that did not answer in time."""
+        answers: list[dict | None] = [None] * len(self.peers)
+
+        def ask(k: int, peer: str) -> None:
+            parts = urlsplit(peer)
+            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            conn = kind(parts.hostname, parts.port, timeout=PEER_TIMEOUT)
+            try:
+                headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+                conn.request("GET", f"{parts.path}/v1/envs/?local=1", headers=headers)
+                reply = conn.getresponse()
+                listed = json.loads(reply.read()).get("all_envs") if reply.status == HTTPStatus.OK else None
+                answers[k] = listed if isinstance(listed, dict) else None
+            except (OSError, ValueError, http.client.HTTPException):
+                pass  # down, slow, or not a gymhttp node: left out, and named
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=ask, args=(k, peer), daemon=True) for k, peer in enumerate(self.peers)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + PEER_TIMEOUT + 0.5
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return list(answers)
 
     # -- environments ---------------------------------------------------------
 
@@ -3730,6 +3788,15 @@ def main(argv: list[str] | None = None) -> int:
         help="let web pages from ORIGIN (e.g. https://app.example) use the API, with CORS; repeatable; * allows any "
         "page (default: none: pages from other origins may only GET)",
     )
+    parser.add_argument(
+        "--node-id", default=None, metavar="NAME",
+        help="this node's name in a cluster behind nginx: instance ids start with NAME- (letters, digits, _) so that the "
+        "gateway routes by them (default: none)",
+    )
+    parser.add_argument(
+        "--peers", default="", metavar="URL[,URL...]",
+        help="the other nodes of the cluster: the list of instances (GET /v1/envs/) includes theirs (default: none)",
+    )
     parser.add_argument("--monitor-root", default=None, metavar="DIR", help="confine monitor directories to DIR (default: %(default)s)")
     parser.add_argument(
         "--spin-us", type=int, default=DEFAULT_SPIN_US, metavar="MICROSECONDS",
@@ -3768,7 +3835,10 @@ def main(argv: list[str] | None = None) -> int:
             log_requests=args.log_level in ("debug", "info"), spin_us=args.spin_us, isolation=args.isolation,
             env_timeout=args.env_timeout, max_env_memory=args.max_env_memory, drain_timeout=args.drain_timeout,
             allow_origins=tuple(args.allow_origins), max_processes=args.max_processes, max_connections=args.max_connections,
+            node_id=args.node_id, peers=tuple(p.strip() for p in args.peers.split(",") if p.strip()),
         )
+    except ValueError as exc:
+        parser.error(str(exc))
     except OSError as exc:
         print(f"gymhttp: error: cannot listen on {args.listen}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -1258,6 +1259,13 @@ class TestCommandLine(unittest.TestCase):
                 self.assertIn("--import os", ctx.exception.message)
                 c.shutdown_server()
             self.assertEqual(proc.wait(20), 0)
+
+    def test_node_id_and_peers_are_checked(self):
+        for args, fragment in ((["--node-id", "a-b"], "node_id"), (["--peers", "10.0.0.2:5000"], "peer")):
+            out = subprocess.run([sys.executable, "gymhttp.py", "-p", "0", *args], cwd=HERE, capture_output=True, text=True, timeout=30)
+            self.assertEqual(out.returncode, 2)
+            self.assertIn(fragment, out.stderr)
+            self.assertNotIn("Traceback", out.stderr)
 
     def test_port_out_of_range_and_version(self):
         for port in ("99999", "-1"):
@@ -4001,6 +4009,149 @@ class TestCrossSiteInBrowser(unittest.TestCase):
         self.assertRegex(dom, r'cors 200 \{"instance_id":"\w+"\}')
         self.assertEqual(len(server.envs.all()), 2)  # the no-cors create went through too: that origin is allowed
         self.assertTrue(server._shutdown_started.is_set())  # and so did its shutdown
+
+
+# ---------------------------------------------------------------------------
+# A cluster: two nodes behind nginx
+# ---------------------------------------------------------------------------
+
+NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/sbin/nginx") if os.path.exists(p)), None)
+
+
+@unittest.skipUnless(NGINX, "nginx is not installed (apt-get install -y nginx-light); .ci/run installs it")
+class TestCluster(unittest.TestCase):
+    """Two nodes and nginx on loopback ports, started the way README says."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="gymhttp-cluster-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        os.chmod(self.dir, 0o755)  # nginx's workers may run as another user when the tests run as root
+        ports = [free_port() for _ in range(3)]
+        self.gateway = f"http://127.0.0.1:{ports[0]}"
+        self.nodes = {}
+        for name, port, peer in (("a", ports[1], ports[2]), ("b", ports[2], ports[1])):
+            proc = subprocess.Popen(
+                [sys.executable, os.path.join(HERE, "gymhttp.py"), "-p", str(port), "--node-id", name,
+                 "--peers", f"http://127.0.0.1:{peer}"],
+                cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self.addCleanup(lambda p=proc: (p.poll() is None and p.kill(), p.wait(10), p.stdout.close()))
+            wait_for_line(proc)
+            self.nodes[name] = (proc, port)
+        conf = os.path.join(self.dir, "gymhttp.conf")
+        with open(conf, "w") as f:
+            out = subprocess.run([sys.executable, os.path.join(HERE, "deploy", "nginx_conf.py"), "--listen", f"127.0.0.1:{ports[0]}",
+                                  "--node", f"a=127.0.0.1:{ports[1]}", "--node", f"b=127.0.0.1:{ports[2]}"],
+                                 stdout=f, stderr=subprocess.PIPE, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        prefix = os.path.join(self.dir, "run")
+        os.mkdir(prefix)
+        os.chmod(prefix, 0o755)
+        nginx = subprocess.Popen([NGINX, "-p", prefix, "-c", conf, "-e", os.path.join(prefix, "error.log"), "-g", "daemon off;"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (nginx.terminate(), nginx.wait(10), nginx.stderr.close()))
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with client.Client(self.gateway) as c:
+                    c.env_list_all()
+                break
+            except (ConnectionError, client.ServerError):
+                if time.monotonic() > deadline or nginx.poll() is not None:
+                    self.fail(f"nginx did not come up: {nginx.stderr.read() if nginx.poll() is not None else ''}")
+                time.sleep(0.05)
+        self.prefix = prefix
+        self.c = client.Client(self.gateway)
+        self.addCleanup(self.c.close)
+
+    def test_every_route_on_both_nodes_through_the_gateway(self):
+        ids = [self.c.env_create("CartPole-v1", seed=k, kwargs={"render_mode": "rgb_array"}) for k in range(8)]
+        self.assertEqual({i.split("-")[0] for i in ids}, {"a", "b"})  # creates spread over both
+        self.assertEqual(set(self.c.env_list_all()), set(ids))  # the list is whole, whichever node answers
+        for node in ("a", "b"):
+            iid = next(i for i in ids if i.startswith(node + "-"))
+            with self.subTest(node=node):
+                local = gymnasium.make("CartPole-v1", render_mode="rgb_array")
+                obs, _ = self.c.reset(iid, seed=9)
+                np.testing.assert_allclose(obs, local.reset(seed=9)[0], rtol=1e-6)
+                for action in (1, 0, 1):
+                    obs = self.c.step(iid, action)[0]
+                    np.testing.assert_allclose(obs, local.step(action)[0], rtol=1e-6)
+                self.assertEqual(self.c.env_action_space_info(iid)["n"], 2)
+                self.assertIn(self.c.env_action_space_sample(iid), (0, 1))
+                self.assertTrue(self.c.env_action_space_contains(iid, 1))
+                self.assertEqual(self.c.env_observation_space_info(iid)["shape"], [4])
+                self.assertTrue(self.c.env_observation_space_contains(iid, {"name": "Box"}))
+                monitor = os.path.join(self.dir, f"mon-{node}")
+                self.c.env_monitor_start(iid, monitor, force=True)
+                self.c.env_monitor_close(iid)
+                self.assertTrue([f for f in os.listdir(monitor) if f.endswith(".stats.json")])
+                details = self.c.env_details(iid)
+                self.assertEqual((details["instance_id"], details["steps"]), (iid, 3))
+                self.assertEqual(png_pixels(self.c.env_render(iid)).shape, (400, 600, 3))
+                self.c.env_close(iid)
+                self.assertNotIn(iid, self.c.env_list_all())
+        self.assertEqual(self.c.openapi()["openapi"], "3.1.0")
+        self.assertTrue(self.c.registry())
+
+    def test_the_original_v1_flow(self):
+        iid = self.c.env_create("CartPole-v1")
+        self.assertIn(iid, self.c.env_list_all())
+        observation = self.c.env_reset(iid)
+        self.assertEqual(len(observation), 4)
+        observation, reward, done, info = self.c.env_step(iid, self.c.env_action_space_sample(iid), render=False)
+        self.assertEqual((len(observation), reward, info), (4, 1.0, {}))
+        self.assertEqual(self.c.env_observation_space_info(iid)["name"], "Box")
+        monitor = os.path.join(self.dir, "v1")
+        self.c.env_monitor_start(iid, monitor, force=True)
+        self.c.env_monitor_close(iid)
+        self.c.env_close(iid)
+        self.assertEqual(self.c.env_list_all(), {})
+
+    def test_a_node_killed_answers_json_and_the_other_goes_on(self):
+        ids = [self.c.env_create("CartPole-v1", seed=k) for k in range(8)]
+        dead = {i for i in ids if i.startswith("b-")}
+        alive = [i for i in ids if i.startswith("a-")]
+        self.assertTrue(dead and alive)
+        proc, port = self.nodes["b"]
+        proc.kill()
+        proc.wait(10)
+        for iid in dead:
+            status, resp, reply = http_json(self.gateway, "POST", f"/v1/envs/{iid}/step/", {"action": 1})
+            self.assertEqual(status, 502)
+            self.assertEqual(resp.getheader("Content-Type"), "application/json")
+            self.assertIn(f"Node b (127.0.0.1:{port}) does not answer", reply["message"])
+        for iid in alive:
+            self.c.reset(iid, seed=1)
+            self.assertEqual(self.c.step(iid, 1)[1], 1.0)
+        new = [self.c.env_create("CartPole-v1") for _ in range(4)]  # creates go on, to the node that answers
+        self.assertTrue(all(i.startswith("a-") for i in new))
+        status, resp, reply = http_json(self.gateway, "GET", "/v1/envs/")
+        self.assertEqual(status, 200)
+        self.assertEqual(set(reply["all_envs"]), set(alive + new))
+        self.assertEqual(reply["missing_peers"], [f"http://127.0.0.1:{port}"])
+        self.assertEqual(resp.getheader("Gymhttp-Missing-Peers"), f"http://127.0.0.1:{port}")
+
+    def test_it_writes_only_under_its_prefix_and_sets_no_daemon(self):
+        with open(os.path.join(self.dir, "gymhttp.conf")) as f:
+            text = f.read()
+        self.assertNotRegex(text, r"(?m)^\s*daemon\b")
+        self.assertNotRegex(text, r"(?m)^\s*user\b")
+        paths = re.findall(r"(?m)^\s*(?:pid|error_log|access_log|\w+_temp_path)\s+(\S+?);", text)
+        self.assertTrue(paths)
+        self.assertFalse([p for p in paths if p.startswith("/")])  # all relative to the prefix
+        self.assertIn("gymhttp-nginx.pid", os.listdir(self.prefix))
+
+
+def http_json(base: str, method: str, path: str, body=None):
+    """One request with http.client: (status, response, decoded JSON)."""
+    parts = base.split("//")[1]
+    conn = http.client.HTTPConnection(parts, timeout=10)
+    try:
+        conn.request(method, path, body=json.dumps(body) if body is not None else None)
+        resp = conn.getresponse()
+        return resp.status, resp, strict_loads(resp.read())
+    finally:
+        conn.close()
 
 
 # ---------------------------------------------------------------------------

@@ -16,9 +16,11 @@ import json
 import os
 import platform
 import select
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -134,10 +136,10 @@ def rate(step, seconds: float) -> float:
             return count / (now - started)
 
 
-def start_server(extra=()) -> tuple[subprocess.Popen, str]:
+def start_server(extra=(), port: int = 0) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "gymhttp.py"), "-p", "0", "--import", "bench_envs", "--max-envs", "4096", *extra],
+        [sys.executable, os.path.join(ROOT, "gymhttp.py"), "-p", str(port), "--import", "bench_envs", "--max-envs", "4096", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )
     line = proc.stdout.readline()
@@ -407,6 +409,40 @@ def remote_vector_env(url: str, num_envs: int, seconds: float) -> float:
         envs.close()
 
 
+def start_cluster(work: str) -> tuple[list, str] | None:
+    """Two thread-mode nodes behind nginx (deploy/nginx_conf.py), as README
+    says; None without nginx."""
+    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/sbin/nginx") if os.path.exists(p)), None)
+    if nginx is None:
+        return None
+    ports = []
+    for _ in range(3):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    procs = []
+    for name, port, peer in (("a", ports[1], ports[2]), ("b", ports[2], ports[1])):
+        node, _ = start_server(["--isolation", "thread", "--node-id", name, "--peers", f"http://127.0.0.1:{peer}"], port=port)
+        procs.append(node)
+    conf = os.path.join(work, "gymhttp.conf")
+    with open(conf, "w") as f:
+        subprocess.run([sys.executable, os.path.join(ROOT, "deploy", "nginx_conf.py"), "--listen", f"127.0.0.1:{ports[0]}",
+                        "--node", f"a=127.0.0.1:{ports[1]}", "--node", f"b=127.0.0.1:{ports[2]}"], stdout=f, check=True)
+    os.chmod(work, 0o755)
+    gateway = subprocess.Popen([nginx, "-p", work, "-c", conf, "-e", os.path.join(work, "error.log"), "-g", "daemon off;"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(gateway)
+    url = f"http://127.0.0.1:{ports[0]}"
+    for _ in range(200):
+        try:
+            with client.Client(url) as c:
+                c.env_list_all()
+            break
+        except (ConnectionError, client.ServerError):
+            time.sleep(0.05)
+    return procs, url
+
+
 def heavy_in_process(seconds: float) -> float:
     import bench_envs
 
@@ -532,6 +568,24 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"the same, 2 clients on 2 instances, --isolation {name}", f"{two:,.0f} steps/s", f"{two / one:.2f} x one client"))
         check("CPU-heavy env, 2 clients / 1, process", heavy["process", 2] / heavy["process", 1], ">= 1.7",
               heavy["process", 2] / heavy["process", 1] >= 1.7)
+        # Many machines: 4 clients of the CPU-heavy env through nginx and 2 nodes, against the same on 1 node.
+        work = tempfile.mkdtemp(prefix="gymhttp-bench-")
+        cluster = start_cluster(work)
+        if cluster is None:
+            rows.append(("4 clients of the CPU-heavy env, 2 nodes behind nginx", "nginx not installed", ""))
+        else:
+            procs, gateway = cluster
+            try:
+                one = max(parallel(threads_url, "Bench/Heavy-v0", 4, seconds) for _ in range(rounds))
+                two = max(parallel(gateway, "Bench/Heavy-v0", 4, seconds) for _ in range(rounds))
+            finally:
+                for proc in procs:
+                    proc.terminate()
+                    proc.wait(30)
+                shutil.rmtree(work, True)
+            rows.append(("4 clients of the CPU-heavy env, one node (--isolation thread)", f"{one:,.0f} steps/s", ""))
+            rows.append(("the same through nginx, 2 nodes (--isolation thread)", f"{two:,.0f} steps/s", f"{two / one:.2f} x one node"))
+            check("CPU-heavy env, 4 clients, 2 nodes / 1 node", two / one, ">= 1.6", two / one >= 1.6)
         creates = {name: create_latency(address, 5 if args.quick else 30) for name, address in (("process", url), ("thread", threads_url))}
         for name, latency in creates.items():
             rows.append((f"create a CartPole instance, --isolation {name} (median)", f"{latency * 1000:,.1f} ms", ""))
