@@ -3316,22 +3316,28 @@ class TestRemoteEnvWhereLibrariesLook(ServerTestCase):
         self.assertIn("functools.partial(client.RemoteEnv", str(ctx.exception))
 
     def test_async_vector_env_with_spawn_workers(self):
-        import functools
-
-        make = functools.partial(client.RemoteEnv, self.base, "CartPole-v1")
-        envs = gymnasium.vector.AsyncVectorEnv([make, make], context="spawn")
-        self.addCleanup(envs.close)
-        local = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
-        observations, _ = envs.reset(seed=[3, 4])
-        np.testing.assert_array_equal(observations, local.reset(seed=[3, 4])[0])
-        for t in range(30):
-            actions = np.array([t % 2, (t // 2) % 2])
-            got, want = envs.step(actions), local.step(actions)
-            for g, w in zip(got[:4], want[:4]):
-                np.testing.assert_array_equal(g, w)
-        specs = envs.get_attr("spec")  # used to kill the workers (a spec holding a local function)
-        self.assertEqual([s.kwargs["env_id"] for s in specs], ["CartPole-v1"] * 2)
-        self.assertEqual(specs[0].max_episode_steps, 500)
+        # In a program of its own, as a user runs it: spawn workers re-import the parent's main module.
+        code = f"""
+import functools, json
+import gymnasium, numpy as np
+import client
+if __name__ == "__main__":
+    make = functools.partial(client.RemoteEnv, {self.base!r}, "CartPole-v1")
+    envs = gymnasium.vector.AsyncVectorEnv([make, make], context="spawn")
+    local = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    same = bool(np.array_equal(envs.reset(seed=[3, 4])[0], local.reset(seed=[3, 4])[0]))
+    for t in range(30):
+        actions = np.array([t % 2, (t // 2) % 2])
+        got, want = envs.step(actions), local.step(actions)
+        same = same and all(np.array_equal(g, w) for g, w in zip(got[:4], want[:4]))
+    specs = envs.get_attr("spec")  # used to kill the workers (a spec holding a local function)
+    print(json.dumps([same, [s.kwargs["env_id"] for s in specs], specs[0].max_episode_steps]))
+    envs.close()
+"""
+        out = subprocess.run([sys.executable, "-c", code], cwd=HERE, capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        self.assertEqual(json.loads(out.stdout), [True, ["CartPole-v1", "CartPole-v1"], 500])
+        self.assertEqual(self.client.env_list_all(), {})  # the workers closed their instances
 
     def test_human_render_mode_shows_the_frames_here(self):
         import pygame
