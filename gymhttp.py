@@ -3304,6 +3304,7 @@ class GymHTTPServer(ThreadingHTTPServer):
         self.drain_seconds = drain_timeout
         self.token = token or None
         self.allowed_origins = frozenset(o.rstrip("/") for o in allow_origins)
+        self._hosts: dict[str, bool] = {}  # Host header -> names this machine
         self.monitor_root = os.path.realpath(monitor_root) if monitor_root else None
         self.allowed_imports = frozenset(imports)
         self.log_requests = log_requests
@@ -3424,7 +3425,7 @@ class GymHTTPServer(ThreadingHTTPServer):
         headers, method = handler.parsed_headers, handler.command
         path = handler.path.partition("?")[0]
         host = headers.get("host")
-        if self.loopback and host is not None and not _is_loopback_host(host):
+        if self.loopback and host is not None and not self._host_ok(host):
             raise HTTPError(
                 HTTPStatus.FORBIDDEN,
                 f"Host {short(host)} is not this machine's: a server on loopback answers only to localhost, "
@@ -3465,6 +3466,16 @@ class GymHTTPServer(ThreadingHTTPServer):
                 "Shutdown is only taken from this machine (loopback) unless the server was started with --token and the request carries it",
             )
         return cors
+
+    def _host_ok(self, host: str) -> bool:
+        """_is_loopback_host, remembered: a client sends the same Host each time,
+        and parsing an address costs more than the rest of the checks."""
+        known = self._hosts.get(host)
+        if known is None:
+            if len(self._hosts) >= 256:
+                self._hosts.clear()
+            known = self._hosts[host] = _is_loopback_host(host)
+        return known
 
     def ask_peers(self) -> list[dict | None]:
         """Each peer's own instances ({id: env_id}), asked side by side with
