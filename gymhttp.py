@@ -74,7 +74,7 @@ except ImportError as exc:  # run as a script without its two dependencies: say 
     print(f"gymhttp: {exc}; install its dependencies with: pip install -r requirements.txt", file=sys.stderr)
     sys.exit(2)
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 __all__ = ["GymHTTPServer", "HTTPError", "make_server", "serve", "run", "main", "__version__"]
 
 # ---------------------------------------------------------------------------
@@ -4142,13 +4142,15 @@ function drawPlot(canvas, returns, episodes, range) {
   }
   let lo = Math.min(...returns), hi = Math.max(...returns);
   if (lo === hi) { lo -= 1; hi += 1; }
-  const left = 44, right = 6, top = 8, bottom = 18;
+  const ticks = [hi, (hi + lo) / 2, lo];
+  // Room for the widest label: "-655.11" must not lose its minus sign off the edge.
+  const left = Math.max(30, ...ticks.map(v => ctx.measureText(fmtNum(v)).width + 12)), right = 6, top = 8, bottom = 18;
   const first = episodes - returns.length + 1;
   range.textContent = returns.length === 1 ? "episode " + fmtInt(first) : "episodes " + fmtInt(first) + "–" + fmtInt(episodes);
   const x = i => left + (returns.length === 1 ? (width - left - right) / 2 : i * (width - left - right) / (returns.length - 1));
   const y = v => top + (hi - v) * (height - top - bottom) / (hi - lo);
   ctx.strokeStyle = line; ctx.lineWidth = 1; ctx.fillStyle = muted; ctx.textAlign = "right"; ctx.textBaseline = "middle";
-  for (const v of [hi, (hi + lo) / 2, lo]) {
+  for (const v of ticks) {
     ctx.beginPath(); ctx.moveTo(left, Math.round(y(v)) + .5); ctx.lineTo(width - right, Math.round(y(v)) + .5); ctx.stroke();
     ctx.fillText(fmtNum(v), left - 6, y(v));
   }
