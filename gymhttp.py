@@ -3681,7 +3681,10 @@ def make_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **options: A
     ``POST /v1/shutdown/`` or ``shutdown()``, then call ``server_close()``.
     Options are the keyword arguments of :class:`GymHTTPServer`; busy-polling
     is off (``spin_us=0``) unless you pass ``spin_us``, since a server in a
-    thread shares the GIL with the rest of the process.
+    thread shares the GIL with the rest of the process.  With
+    ``isolation="process"`` (the default where the OS can fork) the server
+    forks its starter here: register your envs before, since instance
+    processes are copies of this one as it is now.
     """
     return GymHTTPServer((host, port), **options)
 
