@@ -399,6 +399,7 @@ class _Connection:
             digits = buffer[len(_OK_JSON):end]
             if digits.isdigit():
                 del buffer[:end + 4]
+                self.content_type = "application/json"
                 return 200, "OK", self._take(int(digits)), True
         head = buffer[:end].decode("latin-1").split("\r\n")
         del buffer[:end + 4]
@@ -947,7 +948,38 @@ def _build_remote_classes() -> dict:
             kwargs["spin_us"] = spin_us
         return kwargs
 
-    class RemoteEnv(gymnasium.Env):
+    class _Remote:
+        """What RemoteEnv and RemoteVectorEnv share: the instance on the server,
+        closed by close() or when the object is collected, and no pickling."""
+
+        def _attach(self, remote_base: str, env_id: str, token: str | None, timeout: float, spin_us: int,
+                    **create: Any) -> dict:
+            """Make the instance (``create`` goes to env_create); its details."""
+            self._client = Client(remote_base, token=token, timeout=timeout, spin_us=spin_us)
+            try:
+                self.instance_id: str | None = self._client.env_create(env_id, encoding="base64", **create)
+            except BaseException:
+                self._client.close()  # nothing was made; don't leave the connection behind
+                raise
+            self._finalizer = weakref.finalize(self, _close_remote, self._client, self.instance_id)
+            self.remote_base = remote_base
+            return self._client.env_details(self.instance_id)
+
+        def _detach(self) -> None:
+            """Close the instance on the server (twice is fine)."""
+            if self.instance_id is not None:
+                self.instance_id = None
+                self._finalizer()
+
+        def _id(self) -> str:
+            if self.instance_id is None:
+                raise gymnasium.error.ClosedEnvironmentError(f"this {type(self).__name__} is closed")
+            return self.instance_id
+
+        def __reduce_ex__(self, protocol: Any) -> Any:
+            raise TypeError(_NOT_PICKLED.format(cls=type(self).__name__))
+
+    class RemoteEnv(_Remote, gymnasium.Env):
         """A ``gymnasium.Env`` whose environment runs on a gymhttp server.
 
             env = RemoteEnv("http://127.0.0.1:5000", "CartPole-v1", render_mode="rgb_array")
@@ -971,17 +1003,10 @@ def _build_remote_classes() -> dict:
 
         def __init__(self, remote_base: str, env_id: str, *, token: str | None = None, timeout: float = 60.0,
                      spin_us: int = 1000, render_mode: str | None = None, **make_kwargs: Any):
-            self._client = Client(remote_base, token=token, timeout=timeout, spin_us=spin_us)
             kwargs = dict(make_kwargs)
             if render_mode is not None:
                 kwargs["render_mode"] = "rgb_array" if render_mode == "human" else render_mode
-            try:
-                self.instance_id: str | None = self._client.env_create(env_id, kwargs=kwargs or None, encoding="base64")
-            except BaseException:
-                self._client.close()  # nothing was made; don't leave the connection behind
-                raise
-            self._finalizer = weakref.finalize(self, _close_remote, self._client, self.instance_id)
-            details = self._client.env_details(self.instance_id)
+            details = self._attach(remote_base, env_id, token, timeout, spin_us, kwargs=kwargs or None)
             self.action_space = space_from_description(self._client.env_action_space_info(self.instance_id))
             self.observation_space = space_from_description(self._client.env_observation_space_info(self.instance_id))
             self.render_mode = render_mode
@@ -995,7 +1020,6 @@ def _build_remote_classes() -> dict:
             if render_mode is not None:
                 spec_kwargs["render_mode"] = render_mode
             self.spec = make_spec(env_id, details, spec_kwargs)
-            self.remote_base = remote_base
 
         def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple:
             """Reset the remote env: ``(observation, info)``."""
@@ -1034,22 +1058,12 @@ def _build_remote_classes() -> dict:
             """Close the remote instance (twice is fine), and the window."""
             if self._window is not None:
                 self._window.close()
-            if self.instance_id is not None:
-                self.instance_id = None
-                self._finalizer()
-
-        def _id(self) -> str:
-            if self.instance_id is None:
-                raise gymnasium.error.ClosedEnvironmentError("this RemoteEnv is closed")
-            return self.instance_id
-
-        def __reduce_ex__(self, protocol: Any) -> Any:
-            raise TypeError(_NOT_PICKLED.format(cls="RemoteEnv"))
+            self._detach()
 
         def __repr__(self) -> str:
             return f"<RemoteEnv {self.spec.kwargs['env_id'] if self.spec else '?'} {self.instance_id} at {self.remote_base}>"
 
-    class RemoteVectorEnv(gymnasium.vector.VectorEnv):
+    class RemoteVectorEnv(_Remote, gymnasium.vector.VectorEnv):
         """A ``gymnasium.vector.VectorEnv`` backed by one vector instance on a
         gymhttp server: ``num_envs`` sub-envs stepped in one round trip, arrays
         in base64.
@@ -1070,17 +1084,8 @@ def _build_remote_classes() -> dict:
                      spin_us: int = 1000, **make_kwargs: Any):
             if num_envs < 2:
                 raise ValueError(f"RemoteVectorEnv needs num_envs of 2 or more, not {num_envs}; use RemoteEnv for one env")
-            self._client = Client(remote_base, token=token, timeout=timeout, spin_us=spin_us)
-            try:
-                self.instance_id: str | None = self._client.env_create(
-                    env_id, kwargs=make_kwargs or None, num_envs=num_envs, encoding="base64",
-                    vectorization_mode=vectorization_mode, vector_kwargs=vector_kwargs or None,
-                )
-            except BaseException:
-                self._client.close()
-                raise
-            self._finalizer = weakref.finalize(self, _close_remote, self._client, self.instance_id)
-            details = self._client.env_details(self.instance_id)
+            details = self._attach(remote_base, env_id, token, timeout, spin_us, kwargs=make_kwargs or None,
+                                   num_envs=num_envs, vectorization_mode=vectorization_mode, vector_kwargs=vector_kwargs or None)
             actions = self._client._get_request(f"/v1/envs/{self.instance_id}/action_space/")
             observations = self._client._get_request(f"/v1/envs/{self.instance_id}/observation_space/")
             self.num_envs = num_envs
@@ -1094,7 +1099,6 @@ def _build_remote_classes() -> dict:
                              "autoreset_mode": gymnasium.vector.AutoresetMode(metadata["autoreset_mode"])}
             self.spec = make_spec(env_id, details, {**connection_kwargs(remote_base, token, timeout, spin_us),
                                                     "env_id": env_id, **make_kwargs})
-            self.remote_base = remote_base
             self.closed = False
 
         def reset(self, *, seed: int | list | None = None, options: dict | None = None) -> tuple:
@@ -1126,17 +1130,7 @@ def _build_remote_classes() -> dict:
             return tuple(decode_png(f) if isinstance(f, bytes) else f for f in frames)
 
         def close_extras(self, **kwargs: Any) -> None:
-            if self.instance_id is not None:
-                self.instance_id = None
-                self._finalizer()
-
-        def _id(self) -> str:
-            if self.instance_id is None:
-                raise gymnasium.error.ClosedEnvironmentError("this RemoteVectorEnv is closed")
-            return self.instance_id
-
-        def __reduce_ex__(self, protocol: Any) -> Any:
-            raise TypeError(_NOT_PICKLED.format(cls="RemoteVectorEnv"))
+            self._detach()
 
         def __repr__(self) -> str:
             return f"<RemoteVectorEnv {self.spec.kwargs['env_id']} x{self.num_envs} {self.instance_id} at {self.remote_base}>"

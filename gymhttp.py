@@ -108,6 +108,18 @@ CLOSE_WAIT = 1.0  # close of an instance stuck in a call: wait this long, then k
 MONITOR_FLUSH = 0.5  # seconds between flushes of monitors with new episodes
 MEMORY_POLL = 0.05  # seconds between RSS checks of instance processes in a call (--max-env-memory)
 PEER_TIMEOUT = 2.0  # seconds a node waits for a peer's list (--peers)
+MAX_REQUEST_LINE = 8192
+MAX_HEADER_LINE = 8192
+MAX_HEADERS = 100
+MAX_ECHO = 200  # characters of a client's value quoted back in a message
+INFINITY_BOUND = 1e100  # how infinite Box bounds travel, as the original did
+ID_LENGTH = 8
+RECENT_EPISODES = 100
+JSON_TYPE = "application/json"
+PNG_TYPE = "image/png"
+TEXT_TYPE = "text/plain; charset=utf-8"
+HTML_TYPE = "text/html; charset=utf-8"
+PUBLIC_PATHS = frozenset({"/", "/v1/openapi.json"})  # static documents, served without the token
 
 
 def default_max_connections() -> int:
@@ -131,18 +143,7 @@ def default_max_processes() -> int:
     except (AttributeError, ValueError, OSError):
         return 256
     return max(64, min(4096, mib // 32))
-MAX_REQUEST_LINE = 8192
-MAX_HEADER_LINE = 8192
-MAX_HEADERS = 100
-MAX_ECHO = 200  # characters of a client's value quoted back in a message
-INFINITY_BOUND = 1e100  # how infinite Box bounds travel, as the original did
-ID_LENGTH = 8
-RECENT_EPISODES = 100
-JSON_TYPE = "application/json"
-PNG_TYPE = "image/png"
-TEXT_TYPE = "text/plain; charset=utf-8"
-HTML_TYPE = "text/html; charset=utf-8"
-PUBLIC_PATHS = frozenset({"/", "/v1/openapi.json"})  # static documents, served without the token
+
 
 log = logging.getLogger("gymhttp")
 
@@ -792,6 +793,7 @@ class Codec:
         self.decode = make_decoder(space)
         self.checked = _checked_by_decoder(space)
 
+
 # ---------------------------------------------------------------------------
 # The environment side
 # ---------------------------------------------------------------------------
@@ -1050,7 +1052,7 @@ class EnvSide:
 
     def step(self, body: bytes, reset_first: bool, seed: Any) -> tuple[tuple, bytes]:
         """Step with the action in a request body, after a reset with ``seed``
-        when ``reset_first``; returns ((reset_first, ended episodes), the reply)."""
+        when ``reset_first``; returns (the episodes it ended, the reply)."""
         params = decode_json_body(body)
         action = params.get("action")
         if action is None:
@@ -1082,18 +1084,17 @@ class EnvSide:
             else:
                 reply = {"observation": self.observation.encode(observation), "reward": array(reward), "done": array(done),
                          "terminated": array(terminated), "truncated": array(truncated), "info": info}
-            return (reset_first, episodes), encode_json(reply)
+            return episodes, encode_json(reply)
         reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
         done = terminated or truncated
         episodes = self._count(reward, done)
         # Assembled here: the encoder would walk a dict for the same bytes.
-        return (reset_first, episodes), b"".join((
+        return episodes, b"".join((
             b'{"observation":', _encode_value(self.observation.encode(observation)),
             b',"reward":', repr(reward).encode() if reward - reward == 0 else _encode_value(sanitize(reward)),
             _FLAGS[done, terminated, truncated],
             _encode_value(info) if info else b"{}", b"}",
         ))
-
 
     def sample(self) -> bytes:
         return encode_json({"action": self.action.encode(self.env.action_space.sample())})
@@ -1423,12 +1424,12 @@ def _starter_main(sock: socket.socket, settings: dict) -> None:
         _reap(children)
 
 
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
 def _statm_rss(fd: int) -> int:
     """Resident memory in bytes, from an open /proc/<pid>/statm."""
     return int(os.pread(fd, 100, 0).split()[1]) * _PAGE
-
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _error_parts(exc: HTTPError) -> tuple:
@@ -1741,13 +1742,6 @@ class LocalRunner:
         return runner, runner._call(runner.side.facts, (), "make")
 
     def call(self, op: str, *args: Any) -> Any:
-        if self.timeout is None:  # the usual case, kept short
-            try:
-                return getattr(self.side, op)(*args)
-            except HTTPError:
-                raise
-            except Exception as exc:
-                raise env_failure(exc, op) from exc
         return self._call(getattr(self.side, op), args, op)
 
     def _call(self, function: Callable, args: tuple, op: str) -> Any:
@@ -2328,7 +2322,7 @@ def route_step(server: GymHTTPServer, request: Request, instance_id: str) -> byt
             raise HTTPError(HTTPStatus.CONFLICT, instance.broken_message())
         reset_first = instance.needs_reset
         # The body goes to the env side as it came: it parses the action there.
-        (_, episodes), payload = instance.call("step", request.body, reset_first, instance.pending_seed)
+        episodes, payload = instance.call("step", request.body, reset_first, instance.pending_seed)
         if reset_first:
             instance.reset_done(None)
         instance.steps += 1
