@@ -1870,7 +1870,8 @@ class TestBenchmark(unittest.TestCase):
                     "210x160x3 uint8 frames, list", "210x160x3 uint8 frames, base64", "8 clients on 8 CartPole",
                     "20 ms env", "memory per idle", "the step floor", "the polling step floor", "--isolation thread",
                     "CPU-heavy env", "2 clients on 2 instances, --isolation process", "create a CartPole instance",
-                    "instance process's own", "client.RemoteEnv", "client.RemoteVectorEnv (a VectorEnv), 64"):
+                    "instance process's own", "client.RemoteEnv", "client.RemoteVectorEnv (a VectorEnv), 64",
+                    "the step done in a child process", "writing the reply to the client's socket itself"):
             self.assertIn(row, out.stdout)
         self.assertIn("| target | measured | wanted | met |", out.stdout)
 
