@@ -28,12 +28,29 @@ class ServerError extends Error {
   constructor(message, status) { super(message); this.status = status; }
 }
 
+// fetch() failed: no reply came.  `answered` says whether this server had
+// answered earlier requests (then the connection was lost, not never made).
+class NoReply extends Error {
+  constructor(what, cause, answered) {
+    const why = cause ? [cause.code, cause.message].filter(Boolean).join(": ") : "";
+    super(`${what}${why ? ` (${why})` : ""}`);
+    this.answered = answered;
+  }
+}
+
 function makeClient(base, token) {
   base = base.replace(/\/+$/, "");
   const headers = { "Content-Type": "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
+  let answered = false;
   return async function request(method, path, body) {
-    const reply = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    let reply;
+    try {
+      reply = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (error) {
+      throw new NoReply(`${method} ${path}`, error.cause || error, answered);
+    }
+    answered = true;
     if (reply.status === 204) return null;
     const data = await reply.json();
     if (!reply.ok) throw new ServerError(data.message, reply.status);
@@ -45,6 +62,7 @@ async function run({ url, env, episodes, seed, monitor, token }) {
   const request = makeClient(url, token);
   const { instance_id: id } = await request("POST", "/v1/envs/", seed === null ? { env_id: env } : { env_id: env, seed });
   const results = [];
+  let finished = false;
   try {
     if (monitor) await request("POST", `/v1/envs/${id}/monitor/start/`, { directory: monitor, force: true });
     for (let episode = 1; episode <= episodes; episode++) {
@@ -61,8 +79,13 @@ async function run({ url, env, episodes, seed, monitor, token }) {
       results.push([total, length]);
     }
     if (monitor) await request("POST", `/v1/envs/${id}/monitor/close/`);
+    finished = true;
   } finally {
-    await request("POST", `/v1/envs/${id}/close/`);
+    try {
+      await request("POST", `/v1/envs/${id}/close/`);
+    } catch (error) {
+      if (finished) throw error;  // else the error that stopped the run is the one to report
+    }
   }
   return results;
 }
@@ -86,8 +109,12 @@ async function main() {
   } catch (error) {
     if (error instanceof ServerError) {
       console.error(`error: the server refused: ${error.message} (HTTP ${error.status})`);
+    } else if (error instanceof NoReply && error.answered) {
+      console.error(`error: the server at ${options.url} stopped answering: ${error.message}`);
+    } else if (error instanceof NoReply) {
+      console.error(`error: no gymhttp server answered at ${options.url}: ${error.message}; start one with: python gymhttp.py`);
     } else {
-      console.error(`error: no gymhttp server answered at ${options.url} (${error.cause ? error.cause.code || error.cause.message : error.message}); start one with: python gymhttp.py`);
+      console.error(`error: ${error.stack || error}`);
     }
     return 1;
   }
