@@ -4337,24 +4337,34 @@ class TestNodeAgent(ServerTestCase):
     def test_a_lost_connection_names_the_request(self):
         # A server that answers the create, then drops the connection on the next request.
         listener = socket.create_server(("127.0.0.1", 0))
-        self.addCleanup(listener.close)
+        listener.settimeout(0.1)  # so that the thread sees `finished` and ends with the test
+        finished = threading.Event()
 
         def serve():
-            with listener.accept()[0] as conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                body = b'{"instance_id": "x1"}'
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-                conn.recv(65536)
-            while True:  # the agent's close, on a new connection, is dropped too
-                try:
-                    listener.accept()[0].close()
-                except OSError:
-                    return
+            with listener:
+                answered = False
+                while not finished.is_set():
+                    try:
+                        conn = listener.accept()[0]
+                    except TimeoutError:
+                        continue
+                    with conn:  # after the create, every request (the agent's close too) is dropped
+                        data = b""
+                        while not answered and b"\r\n\r\n" not in data:
+                            data += conn.recv(65536)
+                        if not answered:
+                            body = b'{"instance_id": "x1"}'
+                            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                            answered = True
+                            conn.recv(65536)
 
-        threading.Thread(target=serve, daemon=True).start()
-        out = self.run_agent("--url", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            out = self.run_agent("--url", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        finally:
+            finished.set()
+            thread.join(5)
         self.assertEqual(out.returncode, 1, out.stderr)
         self.assertIn("stopped answering: POST /v1/envs/x1/reset/", out.stderr)  # not the close that followed
         self.assertNotIn("no gymhttp server answered", out.stderr)

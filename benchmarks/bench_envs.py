@@ -27,19 +27,29 @@ class AtariSizedEnv(gymnasium.Env):
         return self._frames[self._t & 1], 0.0, False, self._t >= 10_000, {}
 
 
-class SleepyEnv(gymnasium.Env):
-    """A slow simulator: every step sleeps 20 ms."""
+class CostlyStepEnv(gymnasium.Env):
+    """Two states and two actions; every step costs what ``work`` costs."""
 
     observation_space = spaces.Discrete(2)
     action_space = spaces.Discrete(2)
+
+    def work(self) -> None:
+        raise NotImplementedError
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         return 0, {}
 
     def step(self, action):
-        time.sleep(0.02)
+        self.work()
         return 0, 0.0, False, False, {}
+
+
+class SleepyEnv(CostlyStepEnv):
+    """A slow simulator: every step sleeps 20 ms."""
+
+    def work(self) -> None:
+        time.sleep(0.02)
 
 
 HEAVY_LOOP = 40_000  # about 2 ms of Python on the benchmark machine; the benchmark prints the real figure
@@ -53,19 +63,11 @@ def heavy_work() -> int:
     return total
 
 
-class HeavyEnv(gymnasium.Env):
+class HeavyEnv(CostlyStepEnv):
     """Every step costs about 2 ms of Python CPU (heavy_work)."""
 
-    observation_space = spaces.Discrete(2)
-    action_space = spaces.Discrete(2)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        return 0, {}
-
-    def step(self, action):
+    def work(self) -> None:
         heavy_work()
-        return 0, 0.0, False, False, {}
 
 
 gymnasium.register("Bench/AtariSized-v0", entry_point=AtariSizedEnv, disable_env_checker=True)

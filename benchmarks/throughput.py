@@ -84,18 +84,22 @@ if relay or handoff:  # the step in a child process, over a socket pair: the lea
     if os.fork() == 0:
         ours.close()
         client = None
-        while True:  # with "handoff", the child also writes the reply to the client's socket (sent once, SCM_RIGHTS)
+        while True:
+            if not handoff:
+                body = theirs.recv(65536)
+                if not body:
+                    os._exit(0)
+                theirs.sendall(step(body))
+                continue
+            # With "handoff" the child also writes the reply, to the client's socket (passed once, SCM_RIGHTS).
             body, fds, _, _ = socket.recv_fds(theirs, 65536, 1)
             if not body:
                 os._exit(0)
             if fds:
                 client = socket.socket(fileno=fds[0])
-            if handoff:
-                body = step(body)
-                client.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-                theirs.sendall(b"done")
-            else:
-                theirs.sendall(step(body))
+            body = step(body)
+            client.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            theirs.sendall(b"done")
     theirs.close()
 srv = socket.socket()
 srv.bind(("127.0.0.1", 0))
