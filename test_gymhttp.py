@@ -1624,21 +1624,22 @@ class TestNeverSendsTwice(unittest.TestCase):
     def test_a_post_whose_answer_is_lost_is_not_repeated(self):
         """A server that reads the request and hangs up: the client must not
         send the step again, because the env may have been stepped."""
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(0.1)  # a close would not wake a blocked accept(): the thread polls `finished`
+        finished = threading.Event()
         received = []
 
         def serve():
-            for _ in range(2):
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    return
-                with conn:
-                    data = conn.recv(65536)
-                    if data:
-                        received.append(data)
+            with listener:
+                while not finished.is_set():  # every connection, to catch a resend on a new one
+                    try:
+                        conn, _ = listener.accept()
+                    except TimeoutError:
+                        continue
+                    with conn:
+                        data = conn.recv(65536)
+                        if data:
+                            received.append(data)
 
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
@@ -1652,8 +1653,9 @@ class TestNeverSendsTwice(unittest.TestCase):
             self.assertTrue(received[0].startswith(b"POST /v1/envs/abc/step/"))
         finally:
             c.close()
-            listener.close()
+            finished.set()
             thread.join(5)
+        self.assertFalse(thread.is_alive())
 
 
 # ---------------------------------------------------------------------------
