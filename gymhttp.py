@@ -1738,8 +1738,13 @@ class LocalRunner:
     @classmethod
     def make(cls, make_args: tuple, timeout: float | None) -> tuple[LocalRunner, dict]:
         runner = cls(None, timeout)
-        runner.side = runner._call(EnvSide, make_args, "make")
-        return runner, runner._call(runner.side.facts, (), "make")
+        try:
+            runner.side = runner._call(EnvSide, make_args, "make")
+            return runner, runner._call(runner.side.facts, (), "make")
+        except BaseException:
+            if runner._jobs is not None:
+                runner._jobs.put(None)  # a refused make: its thread ends too
+            raise
 
     def call(self, op: str, *args: Any) -> Any:
         return self._call(getattr(self.side, op), args, op)
@@ -1770,6 +1775,8 @@ class LocalRunner:
     def _work(self, jobs: queue.SimpleQueue) -> None:
         while True:
             job = jobs.get()
+            if job is None:
+                return  # the env was closed
             function, args, op, done = job[:4]
             try:
                 job[4] = (True, self._run(function, args, op))
@@ -1800,6 +1807,8 @@ class LocalRunner:
                 log.warning("closing an env failed: %s", exc.message)
             finally:
                 self.ended = self.ended or "closed"
+                if self._jobs is not None:
+                    self._jobs.put(None)  # its thread ends (or, stuck in the close, ends when it comes back)
 
     def rss(self) -> None:
         return None

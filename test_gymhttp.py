@@ -2310,6 +2310,23 @@ class TestThreadIsolation(IsolationTestCase):
         details = self.get(f"/v1/envs/{iid}/")[2]
         self.assertEqual((details["pid"], details["rss"]), (None, None))
 
+    def test_closed_instances_leave_no_threads(self):
+        # Each instance's calls run on a thread of its own (so that a request can stop waiting);
+        # closing it must end that thread, or a long-running server collects them.
+        def env_threads():
+            return sum(t.name == "gymhttp-env" for t in threading.enumerate())
+
+        before = env_threads()
+        for _ in range(5):
+            iid = self.create("CartPole-v1")
+            self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": 0})[0], 200)
+            self.assertEqual(self.post(f"/v1/envs/{iid}/close/")[0], 204)
+            self.assertError(self.post("/v1/envs/", {"env_id": "CartPole-v1", "kwargs": {"nope": 1}}), 400, "nope")
+        deadline = time.monotonic() + 5
+        while env_threads() > before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(env_threads(), before)
+
 
 class TestThreadIsolationHangs(IsolationTestCase):
     server_options = {"isolation": "thread"}
