@@ -4370,8 +4370,11 @@ class TestNodeAgent(ServerTestCase):
                     with conn:  # after the create, every request (the agent's close too) is dropped
                         data = b""
                         while not answered and b"\r\n\r\n" not in data:
-                            data += conn.recv(65536)
-                        if not answered:
+                            chunk = conn.recv(65536)
+                            if not chunk:
+                                break
+                            data += chunk
+                        if not answered and b"\r\n\r\n" in data:
                             body = b'{"instance_id": "x1"}'
                             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
                             answered = True
