@@ -1520,6 +1520,7 @@ class ProcessStarter:
     def __init__(self, settings: dict):
         self.settings = settings  # what instance processes need: the memory limit
         self.lock = threading.Lock()  # one request at a time on the control socket
+        self.closed = False
         self.pid, self.sock = self._fork()
 
     def _fork(self) -> tuple[int, socket.socket]:
@@ -1548,7 +1549,7 @@ class ProcessStarter:
                 _send_control(self.sock, message, fds)
                 return _recv_control(self.sock)[0]
             except (OSError, EOFError):
-                if message[0] != "start":
+                if message[0] != "start" or self.closed:
                     return False
             # The starter died (someone killed it): fork a new one and try once more.
             log.warning("the process starter (pid %d) ended; starting a new one", self.pid)
@@ -1570,6 +1571,8 @@ class ProcessStarter:
             theirs.close()
         if type(pid) is not int:
             ours.close()
+            if self.closed:
+                raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "The server is shutting down")
             raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"Cannot start a process for the instance: {pid}; close some instances")
         return pid, ours
 
@@ -1585,10 +1588,16 @@ class ProcessStarter:
 
     def close(self, timeout: float = 5.0) -> None:
         """End the starter, which ends every instance process left."""
+        self.closed = True
+        # A thread blocked on the socket is woken (EOF) before its number is
+        # freed: closed under it, the number could name a new file by the
+        # time its call is restarted (after a stop, say), which it would read.
         try:
-            self.sock.close()
+            self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        with self.lock:
+            self.sock.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

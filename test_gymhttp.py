@@ -2255,6 +2255,31 @@ class TestProcessIsolationHangs(IsolationTestCase):
         self.assertEqual(self.client.env_list_all(), {other: "CartPole-v1"})
 
 
+class TestStarterClose(unittest.TestCase):
+    def test_close_wakes_a_request_blocked_on_the_starter(self):
+        # A request waiting on the control socket must be woken when the server closes the
+        # starter, not left blocked on a socket whose number may soon name another file.
+        starter = gymhttp.ProcessStarter({})
+        pid, sock = starter.start()
+        self.addCleanup(sock.close)
+        starter_pid, waiting = starter.pid, {}
+
+        def wait():
+            waiting["code"] = starter.wait(pid, 3.0)  # the instance lives on: the starter answers after 3 s
+            waiting["at"] = time.monotonic()
+
+        thread = threading.Thread(target=wait, daemon=True)
+        thread.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        starter.close()
+        thread.join(5)
+        self.assertFalse(thread.is_alive())
+        self.assertLess(waiting["at"] - started, 1.5, "the waiting request was not woken by close()")
+        self.assertIsNone(waiting["code"])
+        self.assertEqual(starter.pid, starter_pid)  # and no new starter was forked
+
+
 class TestProcessMemory(IsolationTestCase):
     def setUp(self):
         # The limit: what an instance process holds from the start (a fork of this one), and 300 MiB.
