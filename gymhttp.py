@@ -3645,11 +3645,22 @@ class GymHTTPServer(ThreadingHTTPServer):
 
     # -- lifecycle --------------------------------------------------------------
 
+    _serving = False  # serve_forever() was called
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until shut down; at once back if that was asked for before."""
+        self._serving = True
+        if not self._shutdown_started.is_set():
+            super().serve_forever(poll_interval)
+
     def request_shutdown(self) -> None:
         """Stop serving soon, from any thread but the serving one."""
         if not self._shutdown_started.is_set():
             self._shutdown_started.set()
-            threading.Thread(target=self.shutdown, name="gymhttp-shutdown", daemon=True).start()
+            # shutdown() waits for serve_forever() to end: a server that never
+            # served would keep that thread for ever (serve_forever sees the flag).
+            if self._serving:
+                threading.Thread(target=self.shutdown, name="gymhttp-shutdown", daemon=True).start()
 
     def _drain(self) -> None:
         """Let in-flight requests finish (up to drain_seconds); then end what

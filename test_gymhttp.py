@@ -2581,6 +2581,19 @@ class TestShutdownRefusal(unittest.TestCase):
             server = self.make()
             self.assertEqual(self.serve(server, FakeHandler("/v1/shutdown/", peer))[0], 200)
 
+    def test_a_shutdown_before_serving_leaves_no_thread_waiting(self):
+        def waiting():
+            return sum(t.name == "gymhttp-shutdown" for t in threading.enumerate())
+
+        before = waiting()
+        server = self.make()
+        self.assertEqual(self.serve(server, FakeHandler("/v1/shutdown/", "127.0.0.1"))[0], 200)
+        self.assertEqual(waiting(), before)  # none waits for a serve_forever() that may never come
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()  # and one that comes after the request ends at once
+        thread.join(5)
+        self.assertFalse(thread.is_alive())
+
 
 class TestModuleIds(ServerTestCase):
     def test_module_ids_need_import(self):
