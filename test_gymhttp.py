@@ -272,12 +272,36 @@ def strict_loads(data: bytes):
     return json.loads(data, parse_constant=refuse)
 
 
+def threads_blocked_on_closed_sockets() -> list[str]:
+    """Threads blocked in a socket call (accept, or a read through makefile)
+    on a socket another thread has closed.
+
+    Such a thread is a hazard to every later test: closing the socket does
+    not wake it, and when its call is restarted (a signal that arrives while
+    subprocess has signals blocked, a SIGSTOP) the kernel looks its number up
+    again, and by then it may name a new server's listening socket, whose
+    connections the thread would take and drop.
+    """
+    found = []
+    names = {t.ident: t.name for t in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        if frame.f_code.co_filename == socket.__file__ and frame.f_code.co_name in ("accept", "readinto"):
+            sock = frame.f_locals.get("self")
+            sock = getattr(sock, "_sock", sock)  # SocketIO.readinto: the socket under the file
+            if isinstance(sock, socket.socket) and sock.fileno() == -1:
+                found.append(f"{names.get(ident, ident)} in socket.{frame.f_code.co_name}() "
+                             f"(called from {frame.f_back.f_code.co_name}, line {frame.f_back.f_lineno})")
+    return found
+
+
 class ServerTestCase(unittest.TestCase):
     """Starts a server on a free port in a thread; stops it via /v1/shutdown/."""
 
     server_options: dict = {}
 
     def setUp(self):
+        # An earlier test's thread left on a closed socket could take this server's connections.
+        self.assertEqual(threads_blocked_on_closed_sockets(), [])
         # Busy-polling on, as `python gymhttp.py` runs by default.
         self.server = gymhttp.make_server("127.0.0.1", 0, **{"spin_us": gymhttp.DEFAULT_SPIN_US, **self.server_options})
         self.port = self.server.server_address[1]
