@@ -1148,8 +1148,11 @@ class EnvSide:
                                                disable_logger=True)
 
     def stop_video(self) -> None:
+        """Finish the video being recorded, if an episode is (RecordVideo
+        asserts that one is), and unwrap the env."""
         if self.recorder is not None:
-            self.recorder.stop_recording()
+            if self.recorder.recording:
+                self.recorder.stop_recording()
             self.env, self.recorder = self.recorder.env, None
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ Run with ``python -m unittest``.
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import itertools
 import json
 import logging
@@ -1051,6 +1052,42 @@ class TestMonitor(ServerTestCase):
         self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": self.dir, "force": True})[0], 204)
         self.assertEqual(len(self.files("stats")), 1)
         self.assertTrue(os.path.exists(os.path.join(self.dir, "keep.txt")))
+
+    @unittest.skipUnless(importlib.util.find_spec("moviepy"), "moviepy is not installed (requirements.txt leaves it out: "
+                         "it installs a 165 MB ffmpeg binary); pip install moviepy to run this test")
+    def test_videos_are_recorded_and_listed(self):
+        iid = self.create(kwargs={"render_mode": "rgb_array"})
+        reply = self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": self.dir, "video_callable": 2})
+        self.assertEqual(reply[0], 204, reply)
+        lengths = self.play(iid, 4)
+        self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/close/")[0], 204)
+        videos = sorted(f for f in os.listdir(self.dir) if f.endswith(".mp4"))
+        self.assertEqual(len(videos), 2, videos)  # every 2nd episode: the 1st and the 3rd
+        self.assertEqual(self.load("manifest")["videos"], [[name, None] for name in videos])
+        import imageio_ffmpeg  # what moviepy writes with
+
+        def decode(name):  # (width, height), frames
+            path = os.path.join(self.dir, name)
+            frames = imageio_ffmpeg.read_frames(path)
+            size = tuple(next(frames)["size"])
+            frames.close()  # ends its ffmpeg
+            return size, imageio_ffmpeg.count_frames_and_secs(path)[0]
+
+        for name, length in zip(videos, lengths[::2]):
+            # The reset's frame and one a step (the encoder may drop the last one).
+            self.assertIn(decode(name), [((600, 400), length), ((600, 400), length + 1)], name)
+        # Closing the instance mid-episode finishes that episode's video, and the manifest lists it.
+        shutil.rmtree(self.dir)
+        iid = self.create(kwargs={"render_mode": "rgb_array"})
+        self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": self.dir, "video_callable": 1})[0], 204)
+        self.post(f"/v1/envs/{iid}/reset/")
+        for _ in range(3):
+            self.post(f"/v1/envs/{iid}/step/", {"action": 0})
+        self.assertEqual(self.post(f"/v1/envs/{iid}/close/")[0], 204)
+        videos = sorted(f for f in os.listdir(self.dir) if f.endswith(".mp4"))
+        self.assertEqual(len(videos), 1, videos)
+        self.assertEqual(self.load("manifest")["videos"], [[videos[0], None]])
+        self.assertIn(decode(videos[0]), [((600, 400), 3), ((600, 400), 4)])
 
     def test_video_needs_rgb_array_and_moviepy(self):
         plain = self.create()
