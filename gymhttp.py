@@ -52,6 +52,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 import zlib
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -1129,8 +1130,9 @@ class EnvSide:
         except ValueError as exc:
             raise HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, f"The env's rgb_array frame cannot be shown: {exc}")
 
-    def record_video(self, directory: str, every: int) -> None:
-        """Wrap the env in Gymnasium's RecordVideo, writing into ``directory``."""
+    def record_video(self, directory: str, every: int, prefix: str) -> None:
+        """Wrap the env in Gymnasium's RecordVideo, writing ``prefix-episode-N.mp4``
+        files into ``directory``."""
         mode = self.env.render_mode
         if mode != "rgb_array":
             raise bad_request(
@@ -1144,8 +1146,10 @@ class EnvSide:
         from gymnasium.wrappers import RecordVideo
 
         trigger = None if every < 0 else (lambda episode: episode % every == 0)
-        self.recorder = self.env = RecordVideo(self.env, directory, episode_trigger=trigger, name_prefix="openaigym.video",
-                                               disable_logger=True)
+        with warnings.catch_warnings():  # the directory may well exist: force and resume say what happens to its files
+            warnings.filterwarnings("ignore", message=".*Overwriting existing videos", category=UserWarning)
+            self.recorder = self.env = RecordVideo(self.env, directory, episode_trigger=trigger, name_prefix=prefix,
+                                                   disable_logger=True)
 
     def stop_video(self) -> None:
         """Finish the video being recorded, if an episode is (RecordVideo
@@ -1844,7 +1848,7 @@ class Monitor:
 
     _counter = itertools.count(1)
 
-    def __init__(self, directory: str, env_id: str, force: bool, resume: bool):
+    def __init__(self, directory: str, env_id: str, force: bool, resume: bool, batch: int | None = None):
         self.directory = directory
         self.env_id = env_id
         os.makedirs(directory, exist_ok=True)
@@ -1863,9 +1867,10 @@ class Monitor:
         except BaseException:
             os.close(self.fd)
             raise
-        self.batch = next(Monitor._counter)
+        self.batch = next(Monitor._counter) if batch is None else batch
         self.stats_name = f"openaigym.episode_batch.{self.batch}.{os.getpid()}.stats.json"
         self.manifest_name = f"openaigym.manifest.{self.batch}.manifest.json"
+        self.video_prefix = Monitor.video_name(self.batch)
         self.initial_reset_timestamp: float | None = None
         self.timestamps: list[float] = []
         self.episode_lengths: list[int] = []
@@ -1875,6 +1880,11 @@ class Monitor:
         self.dirty = True  # episodes not yet in the file
         self._lock = threading.Lock()  # the lists (request threads add, the flusher reads)
         self._writing = threading.RLock()  # one flush at a time, and none after close
+
+    @staticmethod
+    def video_name(batch: int) -> str:
+        """The start of a batch's video files: ``<it>-episode-N.mp4``."""
+        return f"openaigym.video.{batch}.{os.getpid()}"
 
     def on_reset(self, interrupted: tuple | None) -> None:
         """A reset; an episode it cut short counts, as gym's Monitor counted it."""
@@ -1910,7 +1920,8 @@ class Monitor:
                     "episode_rewards": self.episode_rewards,
                     "episode_types": self.episode_types,
                 })
-            videos = sorted(n for n in os.listdir(self.fd) if n.endswith(".mp4")) if self.video else []
+            prefix = self.video_prefix + "-"
+            videos = sorted(n for n in os.listdir(self.fd) if n.startswith(prefix) and n.endswith(".mp4")) if self.video else []
             manifest = encode_json({
                 "stats": self.stats_name,
                 "videos": [[name, None] for name in videos],
@@ -2406,10 +2417,12 @@ def route_monitor_start(server: GymHTTPServer, request: Request, instance_id: st
     with instance:
         if instance.monitor is not None:
             raise bad_request(f"Instance {instance_id} is already monitored into {short(instance.monitor.directory)}; close that monitor first")
+        batch = next(Monitor._counter)
         if every:  # refused (no rgb_array, no moviepy) before any file is touched
-            instance.call("record_video", directory, every)
+            # Named by the batch, as gym named them: a resumed monitor's videos don't overwrite the last one's.
+            instance.call("record_video", directory, every, Monitor.video_name(batch))
         try:
-            monitor = Monitor(directory, instance.env_id, force=force, resume=resume)
+            monitor = Monitor(directory, instance.env_id, force=force, resume=resume, batch=batch)
         except BaseException as exc:
             if every:
                 instance.call("stop_video")

@@ -1088,6 +1088,19 @@ class TestMonitor(ServerTestCase):
         self.assertEqual(len(videos), 1, videos)
         self.assertEqual(self.load("manifest")["videos"], [[videos[0], None]])
         self.assertIn(decode(videos[0]), [((600, 400), 3), ((600, 400), 4)])
+        # A resumed monitor's videos sit beside the last one's (not over them); each manifest lists its own.
+        iid = self.create(kwargs={"render_mode": "rgb_array"})
+        reply = self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": self.dir, "video_callable": 1, "resume": True})
+        self.assertEqual(reply[0], 204, reply)
+        self.play(iid, 1)
+        self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/close/")[0], 204)
+        videos = sorted(f for f in os.listdir(self.dir) if f.endswith(".mp4"))
+        self.assertEqual(len(videos), 2, videos)
+        listed = []
+        for name in self.files("manifest"):
+            with open(os.path.join(self.dir, name)) as f:
+                listed.append([video for video, _ in json.load(f)["videos"]])
+        self.assertEqual(sorted(listed), [[videos[0]], [videos[1]]])
 
     def test_video_needs_rgb_array_and_moviepy(self):
         plain = self.create()
