@@ -30,6 +30,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
@@ -453,6 +454,22 @@ class _Connection:
 
 # -- the client ---------------------------------------------------------------
 
+# Every live Client, so that a forked child lets go of the connections it
+# inherited: two processes reading one socket would take each other's replies.
+_CLIENTS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for c in list(_CLIENTS):
+        conn, c._conn = c._conn, None  # the next request opens the child's own
+        if conn is not None:
+            conn.close()  # the child's copy of the socket only: no FIN while the parent holds it
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 
 class Client:
     """A client of one gymhttp server over one persistent HTTP/1.1 connection.
@@ -465,7 +482,7 @@ class Client:
     one Python thread, on two or more cores, and it pauses when the OS keeps
     preempting it.  0 turns it off.
     Use it as a context manager, or call ``close()``.  Not thread-safe: give
-    each thread its own Client.
+    each thread its own Client.  A forked child opens a connection of its own.
     """
 
     def __init__(
@@ -492,6 +509,7 @@ class Client:
         self._conn: _Connection | None = None
         self._step_routes: dict[str, str] = {}  # instance id -> its step route, quoted once
         self._starts: dict[tuple[str, str], bytes] = {}  # (method, route) -> the request's start
+        _CLIENTS.add(self)
 
     # -- plumbing ------------------------------------------------------------
 
@@ -840,9 +858,12 @@ def decode_png(data: bytes) -> Any:
     return frame[:, :, 0] if channels == 1 else frame
 
 
-def _close_remote(client: Client, instance_id: str) -> None:
+def _close_remote(client: Client, instance_id: str, owner: int) -> None:
+    """Close a RemoteEnv's instance, in the process that made it: a forked
+    child's copy (collected, closed or at its exit) leaves the parent's be."""
     try:
-        client.env_close(instance_id)
+        if os.getpid() == owner:
+            client.env_close(instance_id)
     except (ServerError, ConnectionError, OSError):
         pass  # already gone: closed, reaped, or the server stopped
     finally:
@@ -887,8 +908,6 @@ _NOT_PICKLED = (
 
 
 def _build_remote_classes() -> dict:
-    import weakref
-
     import gymnasium
     import numpy as np
     from gymnasium.envs.registration import EnvSpec
@@ -961,7 +980,7 @@ def _build_remote_classes() -> dict:
             except BaseException:
                 self._client.close()  # nothing was made; don't leave the connection behind
                 raise
-            self._finalizer = weakref.finalize(self, _close_remote, self._client, self.instance_id)
+            self._finalizer = weakref.finalize(self, _close_remote, self._client, self.instance_id, os.getpid())
             self.remote_base = remote_base
             return self._client.env_details(self.instance_id)
 
@@ -996,7 +1015,9 @@ def _build_remote_classes() -> dict:
         makes the server's env with ``rgb_array`` and shows its frames in a
         local window.  The class pickles (by reference), and so do its spec and
         ``functools.partial(RemoteEnv, ...)``; a live instance does not: make
-        the env in the process that uses it.
+        the env in the process that uses it.  A forked child's copy reaches the
+        same instance over its own connection, and only the process that made
+        the env closes the instance.
         """
 
         metadata = {"render_modes": ["human", "rgb_array", "ansi"]}  # what gymnasium.make checks; instances know theirs

@@ -3270,6 +3270,43 @@ gymnasium.register(
 )
 
 
+FORK_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, sys.argv[2])
+import client
+env = client.RemoteEnv(sys.argv[1], "CartPole-v1")
+env.reset(seed=0)
+c = client.Client(sys.argv[1])
+c.env_list_all()
+port = c._conn.sock.getsockname()[1]  # the parent's connection, by its local port
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:  # a worker that inherits both, uses them, and exits normally (finalizers and atexit run)
+    env.step(0)
+    c.env_list_all()
+    os.write(w, json.dumps(c._conn.sock.getsockname()[1]).encode())
+    sys.exit(0)
+os.waitpid(pid, 0)
+child_port = json.loads(os.read(r, 100))
+env.step(0)
+c.env_list_all()
+print(json.dumps({"parent": port, "child": child_port, "parent_after": c._conn.sock.getsockname()[1],
+                  "instances": c.env_list_all(), "id": env.instance_id}))
+"""
+
+
+@unittest.skipUnless(hasattr(os, "fork"), "no os.fork here")
+class TestFork(ServerTestCase):
+    def test_a_forked_worker_has_its_own_connection_and_leaves_the_instance_be(self):
+        out = subprocess.run([sys.executable, "-c", FORK_SCRIPT, self.base, HERE], capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        seen = json.loads(out.stdout)
+        self.assertNotEqual(seen["child"], seen["parent"])  # not one socket read by two processes
+        self.assertEqual(seen["parent_after"], seen["parent"])  # and the parent's connection carried on
+        self.assertEqual(seen["instances"], {seen["id"]: "CartPole-v1"})  # the child's exit did not close it
+        self.assertEqual(self.client.env_list_all(), {})  # the parent's did
+
+
 class TestRemoteEnv(ServerTestCase):
     def remote(self, env_id, **kwargs):
         env = client.RemoteEnv(self.base, env_id, **kwargs)
