@@ -1877,6 +1877,8 @@ class Monitor:
         self.episode_rewards: list[float] = []
         self.episode_types: list[str] = []
         self.video = False  # the env side records videos into the directory
+        self.video_every = 0  # its schedule (record_video's ``every``), to record again in a fresh env
+        self.video_runs = 0  # fresh envs since (their videos get a name of their own)
         self.dirty = True  # episodes not yet in the file
         self._lock = threading.Lock()  # the lists (request threads add, the flusher reads)
         self._writing = threading.RLock()  # one flush at a time, and none after close
@@ -1920,8 +1922,8 @@ class Monitor:
                     "episode_rewards": self.episode_rewards,
                     "episode_types": self.episode_types,
                 })
-            prefix = self.video_prefix + "-"
-            videos = sorted(n for n in os.listdir(self.fd) if n.startswith(prefix) and n.endswith(".mp4")) if self.video else []
+            ours = (self.video_prefix + "-", self.video_prefix + ".")  # <prefix>-episode-N, <prefix>.<run>-episode-N
+            videos = sorted(n for n in os.listdir(self.fd) if n.startswith(ours) and n.endswith(".mp4")) if self.video else []
             manifest = encode_json({
                 "stats": self.stats_name,
                 "videos": [[name, None] for name in videos],
@@ -2429,7 +2431,7 @@ def route_monitor_start(server: GymHTTPServer, request: Request, instance_id: st
             if isinstance(exc, OSError):
                 raise bad_request(f"Cannot use monitor directory {short(directory)}: {exc.strerror}")
             raise
-        monitor.video = bool(every)
+        monitor.video, monitor.video_every = bool(every), every
         instance.monitor = monitor
         monitor.flush()
     return None
@@ -2438,9 +2440,12 @@ def route_monitor_start(server: GymHTTPServer, request: Request, instance_id: st
 def route_monitor_close(server: GymHTTPServer, request: Request, instance_id: str) -> None:
     request.optional_params
     with _touch(server, instance_id) as instance:
-        if instance.monitor is not None and instance.monitor.video:
-            instance.call("stop_video")  # finishes the last video, which the manifest then lists
-        instance.close_monitor()
+        try:
+            # Finishes the last video, which the manifest then lists; an env that died took its video along.
+            if instance.monitor is not None and instance.monitor.video and instance.runner.ended is None:
+                instance.call("stop_video")
+        finally:
+            instance.close_monitor()  # the episodes reach the files whatever became of the video
     return None
 
 
@@ -3568,6 +3573,10 @@ class GymHTTPServer(ThreadingHTTPServer):
         whose env was abandoned past --env-timeout)."""
         instance.runner, instance.facts = self.start_env(instance.make_args)
         instance.needs_reset = True
+        monitor = instance.monitor
+        if monitor is not None and monitor.video:  # the recording died with the old env: go on in the new one
+            monitor.video_runs += 1
+            instance.call("record_video", monitor.directory, monitor.video_every, f"{monitor.video_prefix}.{monitor.video_runs}")
         log.info("made %s (%s) afresh after its env %s", instance.instance_id, instance.env_id, instance.broken)
 
     def monitor_directory(self, directory: str) -> str:

@@ -1102,6 +1102,27 @@ class TestMonitor(ServerTestCase):
                 listed.append([video for video, _ in json.load(f)["videos"]])
         self.assertEqual(sorted(listed), [[videos[0]], [videos[1]]])
 
+    @unittest.skipUnless(importlib.util.find_spec("moviepy"), "moviepy is not installed (requirements.txt leaves it out)")
+    def test_videos_go_on_after_the_env_process_dies(self):
+        iid = self.create("GymHTTPTest/Misbehaving-v0", kwargs={"how": "segfault", "render_mode": "rgb_array"})
+        self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": self.dir, "video_callable": 1})[0], 204)
+        self.post(f"/v1/envs/{iid}/reset/")
+        self.post(f"/v1/envs/{iid}/step/", {"action": 0})
+        self.post(f"/v1/envs/{iid}/reset/")  # the first episode's video is written
+        self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": 1})[0], 500)  # its process dies mid-episode
+        self.assertEqual(self.post(f"/v1/envs/{iid}/reset/")[0], 200)  # a fresh process, recording again
+        self.post(f"/v1/envs/{iid}/step/", {"action": 0})
+        self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/close/")[0], 204)
+        videos = sorted(f for f in os.listdir(self.dir) if f.endswith(".mp4"))
+        self.assertEqual(len(videos), 2, videos)  # the episode that died with the process is lost
+        self.assertEqual(self.load("manifest")["videos"], [[name, None] for name in videos])
+        # A monitor can be closed, and started again, while the env is dead.
+        self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": self.dir, "video_callable": 1, "resume": True})[0], 204)
+        self.post(f"/v1/envs/{iid}/reset/")
+        self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": 1})[0], 500)
+        self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/close/")[0], 204)
+        self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": self.dir, "resume": True})[0], 204)
+
     def test_video_needs_rgb_array_and_moviepy(self):
         plain = self.create()
         self.assertError(self.post(f"/v1/envs/{plain}/monitor/start/", {"directory": self.dir, "video_callable": 1}), 400, "rgb_array")
