@@ -470,7 +470,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-
 class Client:
     """A client of one gymhttp server over one persistent HTTP/1.1 connection.
 
