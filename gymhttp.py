@@ -1876,8 +1876,7 @@ class Monitor:
         self.episode_lengths: list[int] = []
         self.episode_rewards: list[float] = []
         self.episode_types: list[str] = []
-        self.video = False  # the env side records videos into the directory
-        self.video_every = 0  # its schedule (record_video's ``every``), to record again in a fresh env
+        self.video_every = 0  # the env side records videos on this schedule (record_video's ``every``); 0: none
         self.video_runs = 0  # fresh envs since (their videos get a name of their own)
         self.dirty = True  # episodes not yet in the file
         self._lock = threading.Lock()  # the lists (request threads add, the flusher reads)
@@ -1923,7 +1922,7 @@ class Monitor:
                     "episode_types": self.episode_types,
                 })
             ours = (self.video_prefix + "-", self.video_prefix + ".")  # <prefix>-episode-N, <prefix>.<run>-episode-N
-            videos = sorted(n for n in os.listdir(self.fd) if n.startswith(ours) and n.endswith(".mp4")) if self.video else []
+            videos = sorted(n for n in os.listdir(self.fd) if n.startswith(ours) and n.endswith(".mp4")) if self.video_every else []
             manifest = encode_json({
                 "stats": self.stats_name,
                 "videos": [[name, None] for name in videos],
@@ -2431,7 +2430,7 @@ def route_monitor_start(server: GymHTTPServer, request: Request, instance_id: st
             if isinstance(exc, OSError):
                 raise bad_request(f"Cannot use monitor directory {short(directory)}: {exc.strerror}")
             raise
-        monitor.video, monitor.video_every = bool(every), every
+        monitor.video_every = every
         instance.monitor = monitor
         monitor.flush()
     return None
@@ -2442,7 +2441,7 @@ def route_monitor_close(server: GymHTTPServer, request: Request, instance_id: st
     with _touch(server, instance_id) as instance:
         try:
             # Finishes the last video, which the manifest then lists; an env that died took its video along.
-            if instance.monitor is not None and instance.monitor.video and instance.runner.ended is None:
+            if instance.monitor is not None and instance.monitor.video_every and instance.runner.ended is None:
                 instance.call("stop_video")
         finally:
             instance.close_monitor()  # the episodes reach the files whatever became of the video
@@ -3574,7 +3573,7 @@ class GymHTTPServer(ThreadingHTTPServer):
         instance.runner, instance.facts = self.start_env(instance.make_args)
         instance.needs_reset = True
         monitor = instance.monitor
-        if monitor is not None and monitor.video:  # the recording died with the old env: go on in the new one
+        if monitor is not None and monitor.video_every:  # the recording died with the old env: go on in the new one
             monitor.video_runs += 1
             instance.call("record_video", monitor.directory, monitor.video_every, f"{monitor.video_prefix}.{monitor.video_runs}")
         log.info("made %s (%s) afresh after its env %s", instance.instance_id, instance.env_id, instance.broken)

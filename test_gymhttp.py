@@ -6,6 +6,7 @@ Run with ``python -m unittest``.
 from __future__ import annotations
 
 import http.client
+import http.server
 import importlib.util
 import itertools
 import json
@@ -262,6 +263,16 @@ gymnasium.register("GymHTTPTest/Misbehaving-v0", entry_point=MisbehavingEnv, dis
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
+
+
+def serve_in_thread(test: unittest.TestCase, handler: type) -> str:
+    """A plain http.server with ``handler`` on a free port, served in a thread
+    until the test ends; its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    test.addCleanup(server.server_close)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    test.addCleanup(server.shutdown)  # cleanups run last first: shut down, then close
+    return f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def strict_loads(data: bytes):
@@ -1196,8 +1207,6 @@ class TestClient(ServerTestCase):
         self.assertFalse(self.thread.is_alive())
 
     def test_a_server_that_is_not_gymhttp_is_named_in_one_line(self):
-        import http.server
-
         class Html(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 self.send_error(501, "Unsupported method")
@@ -1205,11 +1214,7 @@ class TestClient(ServerTestCase):
             def log_message(self, *a):
                 pass
 
-        other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
-        self.addCleanup(other.server_close)
-        threading.Thread(target=other.serve_forever, daemon=True).start()
-        self.addCleanup(other.shutdown)
-        url = f"http://127.0.0.1:{other.server_address[1]}"
+        url = serve_in_thread(self, Html)
         with client.Client(url) as c, self.assertRaises(client.ServerError) as ctx:
             c.env_create("CartPole-v1")
         self.assertEqual(ctx.exception.status_code, 501)
@@ -4154,8 +4159,6 @@ class TestCrossSiteInBrowser(unittest.TestCase):
     """A page on another port, in real Chromium, against the server."""
 
     def run_page(self, **options) -> tuple[str, gymhttp.GymHTTPServer]:
-        import http.server
-
         server = gymhttp.make_server("127.0.0.1", 0, **options)
         self.addCleanup(server.server_close)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -4174,11 +4177,7 @@ class TestCrossSiteInBrowser(unittest.TestCase):
             def log_message(self, *a):
                 pass
 
-        pages = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-        self.addCleanup(pages.server_close)
-        threading.Thread(target=pages.serve_forever, daemon=True).start()
-        self.addCleanup(pages.shutdown)
-        self.page_origin = f"http://127.0.0.1:{pages.server_address[1]}"
+        self.page_origin = serve_in_thread(self, Quiet)
         profile = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, profile, True)
         out = subprocess.run(

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Any, Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -176,9 +177,9 @@ def rss_bytes(pid: int) -> int:
 # -- the measurements ---------------------------------------------------------
 
 
-def in_process(seconds: float) -> float:
-    env = gymnasium.make("CartPole-v1")
-    env.reset(seed=0)
+def alternating_steps(env: Any) -> Callable[[], None]:
+    """One step of ``env`` (a gymnasium.Env, reset already) per call, actions
+    0 and 1 in turn, resetting where an episode ends."""
     state = {"t": 0}
 
     def step():
@@ -187,7 +188,13 @@ def in_process(seconds: float) -> float:
         if terminated or truncated:
             env.reset()
 
-    return rate(step, seconds)
+    return step
+
+
+def in_process(seconds: float) -> float:
+    env = gymnasium.make("CartPole-v1")
+    env.reset(seed=0)
+    return rate(alternating_steps(env), seconds)
 
 
 def start_echo(poll: bool) -> tuple[subprocess.Popen, int]:
@@ -396,16 +403,8 @@ def remote_env(url: str, seconds: float) -> float:
     """Steps/s of a client.RemoteEnv (a gymnasium.Env) stepping CartPole."""
     env = client.RemoteEnv(url, "CartPole-v1")
     env.reset(seed=0)
-    state = {"t": 0}
-
-    def step():
-        state["t"] += 1
-        _, _, terminated, truncated, _ = env.step(state["t"] & 1)
-        if terminated or truncated:
-            env.reset()
-
     try:
-        return rate(step, seconds)
+        return rate(alternating_steps(env), seconds)
     finally:
         env.close()
 
