@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import array
 import binascii
+import copy
 import json
 import math
 import os
@@ -90,7 +91,7 @@ def _envelope_to_value(env: dict) -> Any:
         key = (text, dtype, tuple(shape))
         known = _SMALL.get(key)
         if known is not None:
-            return known.copy()
+            return known.copy() if shape else known
     raw = binascii.a2b_base64(text)
     if numpy is not None:
         dtypes = _WIRE_DTYPES.get(dtype)
@@ -99,10 +100,12 @@ def _envelope_to_value(env: dict) -> Any:
             dtypes = _WIRE_DTYPES[dtype] = (native.newbyteorder("<"), native)
         # A writable array in native byte order, like any other observation.
         value = numpy.frombuffer(raw, dtype=dtypes[0]).astype(dtypes[1]).reshape(shape)
+        if not shape:  # a numpy scalar (typed instances send them so), immutable like any scalar
+            value = value[()]
         if small:
             if len(_SMALL) >= 256:
                 _SMALL.clear()
-            _SMALL[key] = value.copy()
+            _SMALL[key] = value.copy() if shape else value
         return value
     if dtype == "float16":  # the array module has no half floats; struct does
         values = list(struct.unpack(f"<{len(raw) // 2}e", raw))
@@ -608,15 +611,23 @@ class Client:
     def env_create(
         self, env_id: str, *, seed: int | None = None, kwargs: dict | None = None, num_envs: int | None = None,
         encoding: str | None = None, vectorization_mode: str | None = None, vector_kwargs: dict | None = None,
+        wrappers: list | None = None,
     ) -> str:
         """Create an instance of ``env_id``; returns its instance id.
 
         ``kwargs`` go to ``gymnasium.make``; ``num_envs`` > 1 makes a vector
-        instance; ``encoding="base64"`` sends arrays as base64 envelopes.
+        instance; ``encoding="base64"`` sends arrays as base64 envelopes
+        (``"typed"``: numpy scalars too).  ``wrappers`` are applied on the
+        server, in order: wrapper specs ``{"name", "entry_point", "kwargs"}``
+        (Gymnasium's ``WrapperSpec`` objects are taken too) or bare names of
+        ``gymnasium.wrappers``.
         """
         data: dict[str, Any] = {"env_id": env_id}
+        if wrappers is not None:
+            wrappers = [_wrapper_spec(w) for w in wrappers]
         for name, value in (("seed", seed), ("kwargs", kwargs), ("num_envs", num_envs), ("encoding", encoding),
-                            ("vectorization_mode", vectorization_mode), ("vector_kwargs", vector_kwargs)):
+                            ("vectorization_mode", vectorization_mode), ("vector_kwargs", vector_kwargs),
+                            ("wrappers", wrappers)):
             if value is not None:
                 data[name] = value
         return self._post_request("/v1/envs/", data)["instance_id"]
@@ -635,9 +646,10 @@ class Client:
         reply = self._step(instance_id, action, render)
         return [reply["observation"], reply["reward"], reply["done"], reply["info"]]
 
-    def env_action_space_info(self, instance_id: str) -> dict:
-        """The action space's description (``name``, ``n``, ``shape``...)."""
-        return self._get_request(f"/v1/envs/{quote(instance_id, safe='')}/action_space/")["info"]
+    def env_action_space_info(self, instance_id: str, compact: bool = False) -> dict:
+        """The action space's description (``name``, ``n``, ``shape``...);
+        with ``compact``, a Box bound whose elements are all equal is one number."""
+        return self._get_request(f"/v1/envs/{quote(instance_id, safe='')}/action_space/{'?compact=true' if compact else ''}")["info"]
 
     def env_action_space_sample(self, instance_id: str) -> Any:
         """A random action from the server's action space."""
@@ -648,9 +660,9 @@ class Client:
         encoded = quote(_dumps(x), safe="")
         return self._get_request(f"/v1/envs/{quote(instance_id, safe='')}/action_space/contains/{encoded}")["member"]
 
-    def env_observation_space_info(self, instance_id: str) -> dict:
-        """The observation space's description."""
-        return self._get_request(f"/v1/envs/{quote(instance_id, safe='')}/observation_space/")["info"]
+    def env_observation_space_info(self, instance_id: str, compact: bool = False) -> dict:
+        """The observation space's description (``compact``: see :meth:`env_action_space_info`)."""
+        return self._get_request(f"/v1/envs/{quote(instance_id, safe='')}/observation_space/{'?compact=true' if compact else ''}")["info"]
 
     def env_observation_space_contains(self, instance_id: str, params: dict) -> bool:
         """Whether every field in ``params`` equals the space's description."""
@@ -693,7 +705,27 @@ class Client:
         ``index`` picks the sub-env of a vector instance."""
         query = "" if index is None else f"?index={int(index)}"
         body = self._request("GET", f"/v1/envs/{quote(instance_id, safe='')}/render/{query}", raw_reply=True)
-        return body if body.startswith(b"\x89PNG") else body.decode("utf-8")
+        if body.startswith(b"\x89PNG"):
+            return body
+        if self._conn is not None and self._conn.content_type.startswith("application/json"):
+            # depth_array, rgbd_tuple and the like: arrays in envelopes
+            return json.loads(body, object_hook=_envelope_hook)["frame"]
+        return body.decode("utf-8")
+
+    def space_sample(self, instance_id: str, space: str = "action", path: list | tuple = (), *, seed: int | None = None) -> Any:
+        """A sample of one of the instance's spaces ("action", "observation",
+        "single_action", "single_observation"), or of the part of it that
+        ``path`` leads to (Dict keys, Tuple indices), seeded first with ``seed``."""
+        data: dict[str, Any] = {"space": space, "path": list(path)}
+        if seed is not None:
+            data["seed"] = seed
+        return self._post_request(f"/v1/envs/{quote(instance_id, safe='')}/spaces/sample", data)["value"]
+
+    def space_contains(self, instance_id: str, value: Any, space: str = "action", path: list | tuple = ()) -> bool:
+        """Whether ``value`` is in one of the instance's spaces, or a part of it
+        (see :meth:`space_sample`), as the server's own space says."""
+        data = {"space": space, "path": list(path), "value": _to_wire(value)}
+        return self._post_request(f"/v1/envs/{quote(instance_id, safe='')}/spaces/contains", data)["member"]
 
     def registry(self) -> list:
         """The env ids the server can make, with their spec basics."""
@@ -742,72 +774,123 @@ class Client:
 # `import client` still needs nothing beyond the standard library.
 
 
-def space_from_description(info: dict) -> Any:
+def _wrapper_spec(wrapper: Any) -> Any:
+    """A wrapper as a create's ``wrappers`` lists it: a name or a spec dict as
+    it is; Gymnasium's ``WrapperSpec`` (or a wrapper class) as the spec dict."""
+    if isinstance(wrapper, (str, dict)):
+        return wrapper
+    if isinstance(wrapper, type):
+        return {"name": wrapper.__name__, "entry_point": f"{wrapper.__module__}:{wrapper.__qualname__}"}
+    if hasattr(wrapper, "entry_point") and hasattr(wrapper, "name"):  # a WrapperSpec
+        spec = {"name": wrapper.name, "entry_point": wrapper.entry_point}
+        if getattr(wrapper, "kwargs", None):
+            spec["kwargs"] = dict(wrapper.kwargs)
+        return spec
+    raise TypeError(f"a wrapper must be a name, a dict like {{'name': 'FlattenObservation', 'kwargs': {{}}}}, "
+                    f"a gymnasium WrapperSpec or a wrapper class, not {wrapper!r}")
+
+
+class SpaceLink:
+    """Where a rebuilt space lives on the server: a client, an instance, which
+    of its spaces ("action", "observation", "single_..."), and the path of
+    Dict keys and Tuple indices down to it.  A :class:`RemoteSpace` asks the
+    server through it what it cannot tell itself."""
+
+    __slots__ = ("client", "instance_id", "space", "path")
+
+    def __init__(self, client: Client, instance_id: str, space: str, path: tuple = ()):
+        self.client, self.instance_id, self.space, self.path = client, instance_id, space, tuple(path)
+
+    def child(self, step: Any) -> SpaceLink:
+        return SpaceLink(self.client, self.instance_id, self.space, self.path + (step,))
+
+
+def space_from_description(info: dict, link: SpaceLink | None = None) -> Any:
     """Rebuild a ``gymnasium.spaces`` space from the server's description
     (``GET .../action_space/``), equal to the space the server holds.
 
     Box bounds of +-1e100 or beyond are infinities (the wire cannot carry
-    them); everything else is taken as it is.
+    them), and a bound may be one number for all elements (``?compact=true``).
+    A space of a kind Gymnasium does not ship (a custom ``Space`` subclass,
+    MiniGrid's ``MissionSpace``) becomes a :class:`RemoteSpace`, which asks
+    the server through ``link`` what it cannot tell from the description.
     """
     import numpy as np
     from gymnasium import spaces
 
-    name = info.get("name")
-    if name == "Discrete":
+    def part(description: dict, step: Any) -> Any:
+        return space_from_description(description, link.child(step) if link is not None else None)
+
+    # A subclass of one of Gymnasium's kinds is named by that kind (its "class" says which): rebuilt as that kind.
+    kind = info.get("name")
+    if kind == "Discrete":
         return spaces.Discrete(info["n"], start=info.get("start", 0), dtype=np.dtype(info.get("dtype", "int64")))
-    if name == "Box":
+    if kind == "Box":
         dtype = np.dtype(info["dtype"])
         shape = tuple(info["shape"])
-        low, high = np.array(info["low"]), np.array(info["high"])
-        if dtype.kind == "f":
-            low = np.where(low <= -1e100, -np.inf, low)
-            high = np.where(high >= 1e100, np.inf, high)
-        return spaces.Box(low.reshape(shape).astype(dtype), high.reshape(shape).astype(dtype), shape, dtype)
-    if name == "MultiDiscrete":
+
+        def bound(value: Any) -> Any:
+            array = np.array(value)
+            array = np.full(shape, array) if array.ndim == 0 else array.reshape(shape)
+            if dtype.kind == "f":
+                array = np.where(array >= 1e100, np.inf, np.where(array <= -1e100, -np.inf, array))
+            return array.astype(dtype)
+
+        return spaces.Box(bound(info["low"]), bound(info["high"]), shape, dtype)
+    if kind == "MultiDiscrete":
         return spaces.MultiDiscrete(np.array(info["nvec"]), dtype=np.dtype(info.get("dtype", "int64")),
                                     start=np.array(info["start"]) if "start" in info else None)
-    if name == "MultiBinary":
+    if kind == "MultiBinary":
         return spaces.MultiBinary(info["n"])
-    if name == "Tuple":
-        return spaces.Tuple([space_from_description(s) for s in info["spaces"]])
-    if name == "Dict":
-        return spaces.Dict({k: space_from_description(s) for k, s in info["spaces"].items()})
-    if name == "Text":
+    if kind == "Tuple":
+        return spaces.Tuple([part(s, k) for k, s in enumerate(info["spaces"])])
+    if kind == "Dict":
+        return spaces.Dict({k: part(s, k) for k, s in info["spaces"].items()})
+    if kind == "Text":
         return spaces.Text(info["max_length"], min_length=info["min_length"], charset=info["charset"])
-    if name == "Sequence":
-        return spaces.Sequence(space_from_description(info["feature_space"]), stack=info.get("stack", False))
-    if name == "Graph":
+    if kind == "Sequence":
+        return spaces.Sequence(part(info["feature_space"], "feature_space"), stack=info.get("stack", False))
+    if kind == "Graph":
         edge = info.get("edge_space")
-        return spaces.Graph(space_from_description(info["node_space"]), space_from_description(edge) if edge else None)
-    if name == "OneOf":
-        return spaces.OneOf([space_from_description(s) for s in info["spaces"]])
-    raise ValueError(f"cannot rebuild a space named {name!r} from {info!r}; RemoteEnv knows the spaces Gymnasium ships")
+        return spaces.Graph(part(info["node_space"], "node_space"), part(edge, "edge_space") if edge else None)
+    if kind == "OneOf":
+        return spaces.OneOf([part(s, k) for k, s in enumerate(info["spaces"])])
+    if "class" in info:
+        return __getattr__("RemoteSpace")(info, link)
+    raise ValueError(f"cannot rebuild a space named {kind!r} from {info!r}: it names no class; the server is older "
+                     "than this client, or not gymhttp")
 
 
-def _from_wire(space: Any, value: Any) -> Any:
+def _from_wire(space: Any, value: Any, typed: bool = False) -> Any:
     """A value of ``space`` as the server's env returned it: numpy arrays of
-    the space's dtype and shape, numpy ints for Discrete, tuples for Tuple."""
+    the space's dtype and shape, numpy ints for Discrete, tuples for Tuple.
+    ``typed``: the reply came from a typed instance, whose arrays and numpy
+    scalars already have the env's own types, and whose Python numbers were
+    Python numbers in the env too."""
     import numpy as np
     from gymnasium import spaces
 
     if isinstance(space, (spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)):
+        if typed and type(value) is np.ndarray:
+            return value
         return np.array(value, dtype=space.dtype).reshape(space.shape)
     if isinstance(space, spaces.Discrete):
-        return space.dtype.type(value)
+        return value if typed else space.dtype.type(value)
     if isinstance(space, spaces.Tuple):
-        return tuple(_from_wire(s, v) for s, v in zip(space.spaces, value))
+        return tuple(_from_wire(s, v, typed) for s, v in zip(space.spaces, value))
     if isinstance(space, spaces.Dict):
-        return {k: _from_wire(s, value[k]) for k, s in space.spaces.items()}
+        return {k: _from_wire(s, value[k], typed) for k, s in space.spaces.items()}
     if isinstance(space, spaces.Sequence):
         if space.stack:
-            return _from_wire(space.stacked_feature_space, value)
-        return tuple(_from_wire(space.feature_space, v) for v in value)
+            return _from_wire(space.stacked_feature_space, value, typed)
+        return tuple(_from_wire(space.feature_space, v, typed) for v in value)
     if isinstance(space, spaces.OneOf):
-        return (np.int64(value[0]), _from_wire(space.spaces[int(value[0])], value[1]))
+        return (np.int64(value[0]), _from_wire(space.spaces[int(value[0])], value[1], typed))
     if isinstance(space, spaces.Graph):
         arrays = {k: None if value.get(k) is None else np.array(value[k]) for k in ("nodes", "edges", "edge_links")}
         return spaces.GraphInstance(**arrays)
-    return value
+    from_wire = getattr(space, "from_wire", None)  # a RemoteSpace
+    return from_wire(value) if from_wire is not None else value
 
 
 def _to_wire(value: Any) -> Any:
@@ -869,20 +952,31 @@ def _close_remote(client: Client, instance_id: str, owner: int) -> None:
         client.close()
 
 
-def _vector_info(info: dict, n: int, single_observation_space: Any) -> dict:
+def _frame(mode: str | None, frame: Any) -> Any:
+    """A frame from the render route as the env's render() returns it: PNG
+    bytes decoded, a list (rgbd_tuple) a tuple again."""
+    if isinstance(frame, bytes):
+        return decode_png(frame)
+    if isinstance(frame, list) and not (mode or "").endswith("_list"):
+        return tuple(frame)
+    return frame
+
+
+def _vector_info(info: dict, n: int, single_observation_space: Any, typed: bool = False) -> dict:
     """A vector env's info as Gymnasium builds it, from its JSON: each
-    sub-env's values as an array of n (bool, int64 or float64 as the values
-    are, or objects), final observations decoded through the single space."""
+    sub-env's values as an array of n (arrays that came as envelopes keep
+    their dtype; lists become bool, int64 or float64 as the values are, or
+    objects), final observations decoded through the single space."""
     import numpy as np
 
     out: dict = {}
     for key, value in info.items():
         if isinstance(value, dict):
-            out[key] = _vector_info(value, n, single_observation_space)
+            out[key] = _vector_info(value, n, single_observation_space, typed)
         elif isinstance(value, list) and len(value) == n:
             if key == "final_obs":
                 array = np.empty(n, dtype=object)
-                array[:] = [None if v is None else _from_wire(single_observation_space, v) for v in value]
+                array[:] = [None if v is None else _from_wire(single_observation_space, v, typed) for v in value]
                 out[key] = array
             elif all(type(v) is bool for v in value):
                 out[key] = np.array(value, dtype=bool)
@@ -974,14 +1068,30 @@ def _build_remote_classes() -> dict:
                     **create: Any) -> dict:
             """Make the instance (``create`` goes to env_create); its details."""
             self._client = Client(remote_base, token=token, timeout=timeout, spin_us=spin_us)
+            self._typed = True  # every value comes with its type (numpy scalars in envelopes too)
             try:
-                self.instance_id: str | None = self._client.env_create(env_id, encoding="base64", **create)
+                try:
+                    self.instance_id: str | None = self._client.env_create(env_id, encoding="typed", **create)
+                except ServerError as exc:
+                    if not (exc.status_code == 400 and "'encoding'" in exc.message):
+                        raise
+                    self._typed = False  # a server older than this client: arrays keep their types, scalars don't
+                    self.instance_id = self._client.env_create(env_id, encoding="base64", **create)
             except BaseException:
                 self._client.close()  # nothing was made; don't leave the connection behind
                 raise
             self._finalizer = weakref.finalize(self, _close_remote, self._client, self.instance_id, os.getpid())
             self.remote_base = remote_base
             return self._client.env_details(self.instance_id)
+
+        def _spaces(self, which: str, vector: bool) -> tuple:
+            """A space of the instance (and its single-env space), rebuilt."""
+            route = f"/v1/envs/{quote(self.instance_id, safe='')}/{which}_space/?compact=true"
+            reply = self._client._get_request(route)
+            space = space_from_description(reply["info"], SpaceLink(self._client, self.instance_id, which))
+            if not vector:
+                return space, None
+            return space, space_from_description(reply["single_info"], SpaceLink(self._client, self.instance_id, f"single_{which}"))
 
         def _detach(self) -> None:
             """Close the instance on the server (twice is fine)."""
@@ -1019,26 +1129,34 @@ def _build_remote_classes() -> dict:
         the env closes the instance.
         """
 
-        metadata = {"render_modes": ["human", "rgb_array", "ansi"]}  # what gymnasium.make checks; instances know theirs
+        # What gymnasium.make checks (instances know theirs): every mode the server sends.  The _list modes are
+        # left to make, which collects them here with RenderCollection instead of sending every frame each time.
+        metadata = {"render_modes": ["human", "rgb_array", "ansi", "depth_array", "rgbd_tuple"]}
 
         def __init__(self, remote_base: str, env_id: str, *, token: str | None = None, timeout: float = 60.0,
-                     spin_us: int = 1000, render_mode: str | None = None, **make_kwargs: Any):
+                     spin_us: int = 1000, render_mode: str | None = None, wrappers: list | None = None,
+                     **make_kwargs: Any):
             kwargs = dict(make_kwargs)
             if render_mode is not None:
                 kwargs["render_mode"] = "rgb_array" if render_mode == "human" else render_mode
-            details = self._attach(remote_base, env_id, token, timeout, spin_us, kwargs=kwargs or None)
-            self.action_space = space_from_description(self._client.env_action_space_info(self.instance_id))
-            self.observation_space = space_from_description(self._client.env_observation_space_info(self.instance_id))
+            wrappers = [_wrapper_spec(w) for w in wrappers] if wrappers else None
+            details = self._attach(remote_base, env_id, token, timeout, spin_us, kwargs=kwargs or None, wrappers=wrappers)
+            self.action_space = self._spaces("action", False)[0]
+            self.observation_space = self._spaces("observation", False)[0]
             self.render_mode = render_mode
             fps = details["metadata"].get("render_fps")
+            # Every mode the server's env has, which it sends (PNG, text, or arrays), but "human": its window
+            # would open on the server.  That one is shown here instead, from the server's rgb_array frames.
             modes = [m for m in details["metadata"]["render_modes"] if m != "human"]
             if "rgb_array" in modes:
-                modes.append("human")  # shown here, from the server's rgb_array frames
+                modes.append("human")
             self.metadata = {"render_modes": modes, "render_fps": fps}
             self._window = _Window(fps) if render_mode == "human" else None
             spec_kwargs = {**connection_kwargs(remote_base, token, timeout, spin_us), "env_id": env_id, **make_kwargs}
             if render_mode is not None:
                 spec_kwargs["render_mode"] = render_mode
+            if wrappers:
+                spec_kwargs["wrappers"] = wrappers
             self.spec = make_spec(env_id, details, spec_kwargs)
 
         def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple:
@@ -1047,14 +1165,17 @@ def _build_remote_classes() -> dict:
             observation, info = self._client.reset(self._id(), seed=seed, options=options)
             if self._window is not None:
                 self._window.show(decode_png(self._client.env_render(self._id())))
-            return _from_wire(self.observation_space, observation), info
+            return _from_wire(self.observation_space, observation, self._typed), info
 
         def step(self, action: Any) -> tuple:
             """Step the remote env: ``(observation, reward, terminated, truncated, info)``."""
             reply = self._client._step(self._id(), _to_wire(action), False)
             if self._window is not None:
                 self._window.show(decode_png(self._client.env_render(self._id())))
-            return (_from_wire(self.observation_space, reply["observation"]), float(reply["reward"]),
+            reward = reply["reward"]
+            if not self._typed or type(reward) is str:  # "NaN" and the infinities travel as strings
+                reward = float(reward)
+            return (_from_wire(self.observation_space, reply["observation"], self._typed), reward,
                     bool(reply["terminated"]), bool(reply["truncated"]), reply["info"])
 
         def render(self) -> Any:
@@ -1072,7 +1193,7 @@ def _build_remote_classes() -> dict:
                 if exc.status_code == 409:  # not reset yet: a local env gives None too
                     return None
                 raise
-            return decode_png(frame) if isinstance(frame, bytes) else frame
+            return _frame(self.render_mode, frame)
 
         def close(self) -> None:
             """Close the remote instance (twice is fine), and the window."""
@@ -1100,25 +1221,25 @@ def _build_remote_classes() -> dict:
         """
 
         def __init__(self, remote_base: str, env_id: str, num_envs: int = 1, *, vectorization_mode: str | None = None,
-                     vector_kwargs: dict | None = None, token: str | None = None, timeout: float = 60.0,
-                     spin_us: int = 1000, **make_kwargs: Any):
+                     vector_kwargs: dict | None = None, wrappers: list | None = None, token: str | None = None,
+                     timeout: float = 60.0, spin_us: int = 1000, **make_kwargs: Any):
             if num_envs < 2:
                 raise ValueError(f"RemoteVectorEnv needs num_envs of 2 or more, not {num_envs}; use RemoteEnv for one env")
+            wrappers = [_wrapper_spec(w) for w in wrappers] if wrappers else None
             details = self._attach(remote_base, env_id, token, timeout, spin_us, kwargs=make_kwargs or None,
-                                   num_envs=num_envs, vectorization_mode=vectorization_mode, vector_kwargs=vector_kwargs or None)
-            actions = self._client._get_request(f"/v1/envs/{self.instance_id}/action_space/")
-            observations = self._client._get_request(f"/v1/envs/{self.instance_id}/observation_space/")
+                                   num_envs=num_envs, vectorization_mode=vectorization_mode, vector_kwargs=vector_kwargs or None,
+                                   wrappers=wrappers)
             self.num_envs = num_envs
-            self.action_space = space_from_description(actions["info"])
-            self.single_action_space = space_from_description(actions["single_info"])
-            self.observation_space = space_from_description(observations["info"])
-            self.single_observation_space = space_from_description(observations["single_info"])
+            self.action_space, self.single_action_space = self._spaces("action", True)
+            self.observation_space, self.single_observation_space = self._spaces("observation", True)
             self.render_mode = details["render_mode"]
             metadata = details["metadata"]
             self.metadata = {"render_modes": metadata["render_modes"], "render_fps": metadata.get("render_fps"),
                              "autoreset_mode": gymnasium.vector.AutoresetMode(metadata["autoreset_mode"])}
-            self.spec = make_spec(env_id, details, {**connection_kwargs(remote_base, token, timeout, spin_us),
-                                                    "env_id": env_id, **make_kwargs})
+            spec_kwargs = {**connection_kwargs(remote_base, token, timeout, spin_us), "env_id": env_id, **make_kwargs}
+            if wrappers:
+                spec_kwargs["wrappers"] = wrappers
+            self.spec = make_spec(env_id, details, spec_kwargs)
             self.closed = False
 
         def reset(self, *, seed: int | list | None = None, options: dict | None = None) -> tuple:
@@ -1128,7 +1249,8 @@ def _build_remote_classes() -> dict:
             if options and "reset_mask" in options:
                 options = dict(options, reset_mask=np.asarray(options["reset_mask"], dtype=bool).tolist())
             observations, infos = self._client.reset(self._id(), seed=seed, options=options)
-            return _from_wire(self.observation_space, observations), _vector_info(infos, self.num_envs, self.single_observation_space)
+            return (_from_wire(self.observation_space, observations, self._typed),
+                    _vector_info(infos, self.num_envs, self.single_observation_space, self._typed))
 
         def step(self, actions: Any) -> tuple:
             """One step of every sub-env, in one round trip."""
@@ -1138,16 +1260,16 @@ def _build_remote_classes() -> dict:
             else:
                 actions = _to_wire(actions)
             reply = self._client._step(self._id(), actions, False)
-            return (_from_wire(self.observation_space, reply["observation"]), np.asarray(reply["reward"]),
+            return (_from_wire(self.observation_space, reply["observation"], self._typed), np.asarray(reply["reward"]),
                     np.asarray(reply["terminated"], dtype=bool), np.asarray(reply["truncated"], dtype=bool),
-                    _vector_info(reply["info"], self.num_envs, self.single_observation_space))
+                    _vector_info(reply["info"], self.num_envs, self.single_observation_space, self._typed))
 
         def render(self) -> tuple | None:
             """Each sub-env's frame, as a tuple (None without a render mode)."""
             if self.render_mode is None:
                 return None
             frames = [self._client.env_render(self._id(), index=k) for k in range(self.num_envs)]
-            return tuple(decode_png(f) if isinstance(f, bytes) else f for f in frames)
+            return tuple(_frame(self.render_mode, f) for f in frames)
 
         def close_extras(self, **kwargs: Any) -> None:
             self._detach()
@@ -1155,14 +1277,104 @@ def _build_remote_classes() -> dict:
         def __repr__(self) -> str:
             return f"<RemoteVectorEnv {self.spec.kwargs['env_id']} x{self.num_envs} {self.instance_id} at {self.remote_base}>"
 
-    classes = {"RemoteEnv": RemoteEnv, "RemoteVectorEnv": RemoteVectorEnv}
+    class RemoteSpace(gymnasium.spaces.Space):
+        """A space of a kind Gymnasium does not ship (a custom ``Space``
+        subclass, MiniGrid's ``MissionSpace``), rebuilt from the server's
+        description of it: ``class_path`` names its class, ``description``
+        holds the rest (``shape``, ``dtype``, an ``example`` value, plain
+        ``attributes``).
+
+        ``contains`` answers locally where it can tell (a value of another
+        type or shape than the example is not a member) and asks the server's
+        own space otherwise; ``sample`` asks the server, and ``seed`` seeds the
+        server's space for the next sample, as it would seed a local env's.
+        A copy that left its process (pickled) has no server to ask: it
+        samples the example and judges by type and shape alone.
+        """
+
+        def __init__(self, description: dict, link: SpaceLink | None = None):
+            self.description = description
+            self.class_path = description.get("class")
+            try:
+                dtype = np.dtype(description["dtype"]) if description.get("dtype") else None
+            except TypeError:
+                dtype = None
+            shape = description.get("shape")
+            super().__init__(tuple(shape) if shape is not None else None, dtype)
+            self._link = link
+            self._seed: int | None = None
+            self._members: dict[str, bool] = {}  # the server's verdicts, by the value's JSON
+
+        def from_wire(self, value: Any) -> Any:
+            """A value as the env gave it: an array of the space's dtype and
+            shape where the space has them, else the value as it came."""
+            if self.dtype is not None and self.dtype.kind in "biuf" and self._shape is not None:
+                return np.asarray(value, dtype=self.dtype).reshape(self._shape)
+            return value
+
+        @property
+        def is_np_flattenable(self) -> bool:
+            return False
+
+        def seed(self, seed: int | None = None) -> list:
+            """Seed the server's space for the next :meth:`sample`."""
+            self._seed = seed
+            return [seed]
+
+        def sample(self, mask: Any = None, probability: Any = None) -> Any:
+            """A sample of the server's space (of the example, without a server)."""
+            if mask is not None or probability is not None:
+                raise NotImplementedError(f"{self!r} samples on the server, which takes no mask or probability")
+            if self._link is None:
+                if "example" not in self.description:
+                    raise NotImplementedError(f"{self!r} has no server to sample from and no example")
+                return self.from_wire(copy.deepcopy(self.description["example"]))
+            link, seed, self._seed = self._link, self._seed, None
+            value = link.client.space_sample(link.instance_id, link.space, link.path, seed=seed)
+            return self.from_wire(value)
+
+        def contains(self, x: Any) -> bool:
+            """Whether ``x`` is a member, as the server's space says."""
+            example = self.description.get("example", _NO_BODY)
+            if example is not _NO_BODY and isinstance(example, str) != isinstance(x, str):
+                return False
+            if self._shape is not None and self.dtype is not None and self.dtype.kind in "biuf":
+                if np.shape(x) != self._shape:
+                    return False
+            if self._link is None:
+                return True  # nothing more can be told here
+            key = _dumps(_to_wire(x))
+            member = self._members.get(key)
+            if member is None:
+                link = self._link
+                member = link.client.space_contains(link.instance_id, x, link.space, link.path)
+                if len(self._members) < 1024:
+                    self._members[key] = member
+            return member
+
+        def __eq__(self, other: Any) -> bool:
+            return isinstance(other, RemoteSpace) and other.description == self.description
+
+        def __repr__(self) -> str:
+            return f"RemoteSpace({self.class_path})"
+
+        def __deepcopy__(self, memo: dict) -> RemoteSpace:
+            # One server space: a copy (batch_space makes them) asks the same one.
+            return RemoteSpace(copy.deepcopy(self.description, memo), self._link)
+
+        def __getstate__(self) -> dict:
+            state = dict(self.__dict__)
+            state["_link"] = None  # a connection does not travel
+            return state
+
+    classes = {"RemoteEnv": RemoteEnv, "RemoteVectorEnv": RemoteVectorEnv, "RemoteSpace": RemoteSpace}
     for name, cls in classes.items():  # pickle finds them as client.RemoteEnv, through __getattr__ below
         cls.__module__, cls.__qualname__ = __name__, name
     return classes
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("RemoteEnv", "RemoteVectorEnv"):  # built on first use: they import gymnasium and numpy
+    if name in ("RemoteEnv", "RemoteVectorEnv", "RemoteSpace"):  # built on first use: they import gymnasium and numpy
         globals().update(_build_remote_classes())
         return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

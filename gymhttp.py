@@ -24,8 +24,11 @@ License: MIT (see LICENSE).
 from __future__ import annotations
 
 import argparse
+import ast
 import binascii
 import collections
+import copy
+import difflib
 import errno
 import faulthandler
 import functools
@@ -33,6 +36,7 @@ import gc
 import hmac
 import http.client
 import importlib
+import importlib.util
 import ipaddress
 import itertools
 import json
@@ -48,6 +52,7 @@ import signal
 import socket
 import stat
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -101,6 +106,7 @@ SPIN_BACKOFF = 1.0  # seconds without spinning after that, doubling while it rec
 SPIN_BACKOFF_MAX = 30.0
 MAX_SPIN_US = 100_000  # longer polling would only burn CPU: that client is not fast
 MAX_NUM_ENVS = 4096  # sub-environments in one vector instance
+MAX_WRAPPERS = 64  # wrappers one create may apply
 # Each instance in a process of its own where the OS can fork one; else threads.
 DEFAULT_ISOLATION = "process" if hasattr(os, "fork") and hasattr(socket, "send_fds") else "thread"
 DEFAULT_DRAIN = 30.0  # seconds a shutdown waits for requests in flight before it kills what still runs
@@ -115,6 +121,8 @@ MAX_HEADERS = 100
 MAX_ECHO = 200  # characters of a client's value quoted back in a message
 INFINITY_BOUND = 1e100  # how infinite Box bounds travel, as the original did
 ID_LENGTH = 8
+ENCODINGS = ("list", "base64", "typed")  # how an instance sends values (see "JSON encoding" below)
+MAX_DESCRIBED = 65536  # characters of an unknown space's example and attributes, each, in its description
 RECENT_EPISODES = 100
 JSON_TYPE = "application/json"
 PNG_TYPE = "image/png"
@@ -145,6 +153,49 @@ def default_max_processes() -> int:
         return 256
     return max(64, min(4096, mib // 32))
 
+
+_MISSING = object()  # "no such value", where None is a value
+
+# MuJoCo renders through OpenGL, and with no display its default (GLFW)
+# cannot make a context: a frame then fails with "an OpenGL platform library
+# has not been loaded".  These render without one, best first.
+HEADLESS_GL = ("egl", "osmesa")
+_GL_PROBE = "import mujoco; c = mujoco.GLContext(8, 8); c.make_current(); c.free()"
+headless_gl: str | None = None  # what pick_headless_gl() chose, once it has
+
+
+def pick_headless_gl() -> str | None:
+    """On a machine with no display, where MuJoCo is installed and MUJOCO_GL
+    is unset: set MUJOCO_GL (for this process and the instance processes it
+    starts) to the first backend of HEADLESS_GL that makes an OpenGL context
+    here, tried in a child process.  Returns it, or None when nothing was
+    chosen.  Must run before mujoco is imported, which reads MUJOCO_GL once."""
+    global headless_gl
+    if headless_gl is not None or "MUJOCO_GL" in os.environ or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return headless_gl
+    try:
+        if importlib.util.find_spec("mujoco") is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    if "mujoco" in sys.modules:
+        log.warning("mujoco was imported before the server could pick a headless OpenGL backend; start it with "
+                    "MUJOCO_GL=egl (or osmesa) for MuJoCo frames")
+        return None
+    for backend in HEADLESS_GL:
+        env = dict(os.environ, MUJOCO_GL=backend, PYOPENGL_PLATFORM=backend)
+        try:
+            ok = subprocess.run([sys.executable, "-c", _GL_PROBE], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+        if ok:
+            os.environ["MUJOCO_GL"] = headless_gl = backend
+            os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+            return backend
+    log.warning("no headless OpenGL backend (%s) works here: MuJoCo envs will step, but not render; install "
+                "libegl1 or libosmesa6", ", ".join(HEADLESS_GL))
+    return None
 
 log = logging.getLogger("gymhttp")
 
@@ -479,25 +530,101 @@ def _bound(x: float) -> float:
     return x
 
 
-def describe_space(space: Any) -> dict:
+def _bounds(array: np.ndarray, compact: bool) -> Any:
+    """A Box bound: the flattened list, or with ``compact`` one number when
+    every element is the same (Pong's 100,800 zeros become ``0``)."""
+    flat = array.reshape(-1)
+    if compact and flat.size and (flat == flat[0]).all():
+        return _bound(flat[0].item())
+    return [_bound(x) for x in flat.tolist()]
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON data when it is plain data (numbers, strings, lists,
+    string-keyed dicts, small numeric arrays), else :data:`_MISSING`."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _MISSING
+    if depth > 16:
+        return _MISSING
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return _plain(value.item(), depth + 1)
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf" and value.size <= 4096:
+        return _plain(value.tolist(), depth + 1)
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v, depth + 1) for v in value]
+        return _MISSING if any(v is _MISSING for v in items) else items
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        items = {k: _plain(v, depth + 1) for k, v in value.items()}
+        return _MISSING if any(v is _MISSING for v in items.values()) else items
+    return _MISSING
+
+
+def _fits(value: Any) -> bool:
+    return len(json_text(value)) <= MAX_DESCRIBED
+
+
+def class_path(obj: Any) -> str:
+    """``module:QualName`` of an object's class, as Gymnasium writes entry points."""
+    cls = type(obj)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _describe_unknown(space: Any, info: dict) -> None:
+    """What a client can learn of a space this server does not know: its
+    shape and dtype where it has them, an example value (a sample of a
+    seeded copy, so that the env's own space is left as it was) and its
+    public attributes that are plain data."""
+    shape, dtype = getattr(space, "shape", None), getattr(space, "dtype", None)
+    if shape is not None:
+        info["shape"] = list(shape)
+    if dtype is not None:
+        info["dtype"] = np.dtype(dtype).name
+    try:
+        twin = copy.deepcopy(space)
+        twin.seed(0)
+        example = sanitize(twin.sample())
+    except Exception:  # no sample(), or one that needs what a copy lacks: no example then
+        example = _MISSING
+    if example is not _MISSING and _fits(example):
+        info["example"] = example
+    attributes = {}
+    for name, value in (vars(space) if hasattr(space, "__dict__") else {}).items():
+        if not name.startswith("_") and name not in ("np_random", "shape", "dtype"):
+            value = _plain(value)
+            if value is not _MISSING:
+                attributes[name] = value
+    if attributes and _fits(attributes):
+        info["attributes"] = attributes
+
+
+_KINDS = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Tuple, spaces.Dict, spaces.Text,
+          spaces.Sequence, spaces.Graph, spaces.OneOf)
+
+
+def describe_space(space: Any, compact: bool = False) -> dict:
     """A JSON description of a space, with everything needed to rebuild it.
 
     Fields follow the original server (``name``, ``n``, ``shape``, flattened
     ``low``/``high`` with infinities as +-1e100) plus what Gymnasium added
-    (``start``, ``dtype``, nested ``spaces``...).  A space this server does not
-    know is described by its name.
+    (``start``, ``dtype``, nested ``spaces``...).  With ``compact``, a Box
+    bound whose elements are all equal is one number.  A space not of
+    Gymnasium's own classes also names its ``class``: a subclass of one of
+    Gymnasium's kinds is named by that kind, and one of no kind this server
+    knows is described by its shape, dtype, an ``example`` value and its
+    plain ``attributes`` (see :func:`_describe_unknown`).
     """
-    name = type(space).__name__
-    info: dict[str, Any] = {"name": name}
+    # A subclass of one of Gymnasium's kinds is named by its kind, so that any client can rebuild it as that.
+    kind = next((k for k in _KINDS if isinstance(space, k)), type(space))
+    info: dict[str, Any] = {"name": kind.__name__}
+    if not type(space).__module__.startswith("gymnasium.spaces"):
+        info["class"] = class_path(space)
     if isinstance(space, spaces.Discrete):
         info.update(n=int(space.n), start=int(space.start), dtype=space.dtype.name)
     elif isinstance(space, spaces.Box):
-        info.update(
-            shape=list(space.shape),
-            dtype=space.dtype.name,
-            low=[_bound(x) for x in space.low.flatten().tolist()],
-            high=[_bound(x) for x in space.high.flatten().tolist()],
-        )
+        info.update(shape=list(space.shape), dtype=space.dtype.name,
+                    low=_bounds(space.low, compact), high=_bounds(space.high, compact))
     elif isinstance(space, spaces.MultiDiscrete):
         info.update(
             nvec=space.nvec.tolist(), start=space.start.tolist(), shape=list(space.shape), dtype=space.dtype.name
@@ -505,71 +632,124 @@ def describe_space(space: Any) -> dict:
     elif isinstance(space, spaces.MultiBinary):
         info.update(n=space.n if isinstance(space.n, int) else list(space.n), shape=list(space.shape), dtype=space.dtype.name)
     elif isinstance(space, spaces.Tuple):
-        info["spaces"] = [describe_space(s) for s in space.spaces]
+        info["spaces"] = [describe_space(s, compact) for s in space.spaces]
     elif isinstance(space, spaces.Dict):
-        info["spaces"] = {k: describe_space(s) for k, s in space.spaces.items()}
+        info["spaces"] = {k: describe_space(s, compact) for k, s in space.spaces.items()}
     elif isinstance(space, spaces.Text):
         info.update(min_length=space.min_length, max_length=space.max_length, charset="".join(space.character_list))
     elif isinstance(space, spaces.Sequence):
-        info.update(feature_space=describe_space(space.feature_space), stack=bool(space.stack))
+        info.update(feature_space=describe_space(space.feature_space, compact), stack=bool(space.stack))
     elif isinstance(space, spaces.Graph):
         info.update(
-            node_space=describe_space(space.node_space),
-            edge_space=describe_space(space.edge_space) if space.edge_space is not None else None,
+            node_space=describe_space(space.node_space, compact),
+            edge_space=describe_space(space.edge_space, compact) if space.edge_space is not None else None,
         )
     elif isinstance(space, spaces.OneOf):
-        info["spaces"] = [describe_space(s) for s in space.spaces]
-    elif getattr(space, "shape", None) is not None:
-        info["shape"] = list(space.shape)
+        info["spaces"] = [describe_space(s, compact) for s in space.spaces]
+    elif isinstance(space, spaces.Space):
+        _describe_unknown(space, info)
     return info
+
+
+def expand_bounds(info: dict) -> dict:
+    """A compact description (see :func:`describe_space`) with every Box
+    bound a flattened list again, as old clients parse it."""
+    out = dict(info)
+    if info.get("name") == "Box" or "low" in info:
+        size = math.prod(info["shape"])
+        for key in ("low", "high"):
+            if key in info and not isinstance(info[key], list):
+                out[key] = [info[key]] * size
+        return out
+    for key in ("feature_space", "node_space", "edge_space"):
+        if isinstance(info.get(key), dict):
+            out[key] = expand_bounds(info[key])
+    parts = info.get("spaces")
+    if isinstance(parts, dict):
+        out["spaces"] = {k: expand_bounds(v) for k, v in parts.items()}
+    elif isinstance(parts, list):
+        out["spaces"] = [expand_bounds(v) for v in parts]
+    return out
 
 
 # -- values out: compiled per space ------------------------------------------
 
 
-def make_encoder(space: Any, base64_arrays: bool = False) -> Callable[[Any], Any]:
+def encode_extras(value: Any, typed: bool = False, depth: int = 0) -> Any:
+    """``info`` (or a value of a space this server does not know) as a base64
+    or typed instance sends it: numeric arrays as envelopes, arrays of
+    objects as lists, and with ``typed`` numpy scalars as envelopes of shape
+    ``[]`` too.  The rest is left to the JSON encoder."""
+    kind = type(value)
+    if depth > 64:
+        return value  # a dict that holds itself, say: the encoder's fallback cuts it short
+    if kind is dict:
+        return {k: encode_extras(v, typed, depth + 1) for k, v in value.items()} if value else value
+    if kind is list or kind is tuple:
+        return [encode_extras(v, typed, depth + 1) for v in value]
+    if kind is np.ndarray:
+        if value.dtype.kind in "biuf":
+            return to_envelope(value)
+        if value.dtype == object:  # final_obs of a vector: one observation (or None) per sub-env
+            return [encode_extras(v, typed, depth + 1) for v in value] if value.ndim else encode_extras(value.item(), typed, depth + 1)
+        return value
+    if typed and isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return to_envelope(value)
+    return value
+
+
+def _typed_scalar(value: Any) -> Any:
+    """A Python number as it is; a numpy scalar as an envelope of shape []."""
+    return value if type(value) in (int, float, bool) else raw_envelope(value)
+
+
+def make_encoder(space: Any, encoding: str = "list") -> Callable[[Any], Any]:
     """Compile a function that turns a value of ``space`` into JSON-ready data.
 
-    Box/MultiDiscrete/MultiBinary become nested lists in their shape (or the
-    base64 envelope), Discrete an int, Tuple a list, Dict an object.  Non-finite
-    floats are left to :func:`encode_json`, which replaces them only when
-    they occur.
+    With ``encoding`` "list", Box/MultiDiscrete/MultiBinary become nested
+    lists in their shape, Discrete an int, Tuple a list, Dict an object.
+    With "base64" arrays become envelopes, and with "typed" numpy scalars
+    (a Discrete value an env gave as ``np.int64``) too.  Non-finite floats are
+    left to :func:`encode_json`, which replaces them only when they occur.
     """
+    arrays, typed = encoding != "list", encoding == "typed"
     if isinstance(space, (spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)):
-        if base64_arrays:
+        if arrays:
             return raw_envelope
         return lambda v: np.asarray(v).tolist()
     if isinstance(space, spaces.Discrete):
-        return int
+        return _typed_scalar if typed else int
     if isinstance(space, spaces.Tuple):
-        parts = [make_encoder(s, base64_arrays) for s in space.spaces]
-        if base64_arrays:  # parts may be Raw: assemble the JSON here
+        parts = [make_encoder(s, encoding) for s in space.spaces]
+        if arrays:  # parts may be Raw: assemble the JSON here
             return lambda v: Raw(b"[" + b",".join(_encode_value(enc(x)) for enc, x in zip(parts, v)) + b"]")
         return lambda v: [enc(x) for enc, x in zip(parts, v)]
     if isinstance(space, spaces.Dict):
-        items = [(k, make_encoder(s, base64_arrays)) for k, s in space.spaces.items()]
-        if base64_arrays:
+        items = [(k, make_encoder(s, encoding)) for k, s in space.spaces.items()]
+        if arrays:
             keyed = [(_encode_fast(k).encode() + b":", enc, k) for k, enc in items]
             return lambda v: Raw(b"{" + b",".join(key + _encode_value(enc(v[k])) for key, enc, k in keyed) + b"}")
         return lambda v: {k: enc(v[k]) for k, enc in items}
     if isinstance(space, spaces.Text):
         return str
     if isinstance(space, spaces.Sequence):
-        feature = make_encoder(space.feature_space, base64_arrays)
+        feature = make_encoder(space.feature_space, encoding)
         if space.stack:
-            return make_encoder(space.stacked_feature_space, base64_arrays)
-        if base64_arrays:
+            return make_encoder(space.stacked_feature_space, encoding)
+        if arrays:
             return lambda v: Raw(b"[" + b",".join(_encode_value(feature(x)) for x in v) + b"]")
         return lambda v: [feature(x) for x in v]
     if isinstance(space, spaces.OneOf):
-        parts = [make_encoder(s, base64_arrays) for s in space.spaces]
-        if base64_arrays:
+        parts = [make_encoder(s, encoding) for s in space.spaces]
+        if arrays:
             return lambda v: Raw(b"[%d," % int(v[0]) + _encode_value(parts[int(v[0])](v[1])) + b"]")
         return lambda v: [int(v[0]), parts[int(v[0])](v[1])]
     if isinstance(space, spaces.Graph):
-        arrays = to_envelope if base64_arrays else (lambda a: None if a is None else np.asarray(a).tolist())
-        return lambda g: {"nodes": arrays(g.nodes), "edges": arrays(g.edges), "edge_links": arrays(g.edge_links)}
-    return lambda v: v  # unknown space: the generic encoder copes
+        array = to_envelope if arrays else (lambda a: None if a is None else np.asarray(a).tolist())
+        return lambda g: {"nodes": array(g.nodes), "edges": array(g.edges), "edge_links": array(g.edge_links)}
+    if arrays:  # a space of no kind we know: its arrays as envelopes all the same
+        return lambda v: encode_extras(v, typed)
+    return lambda v: v  # the generic encoder copes
 
 
 # -- values in: through the space --------------------------------------------
@@ -639,6 +819,11 @@ def make_decoder(space: Any) -> Callable[[Any], Any]:
 
         def discrete_decoder(v):
             if type(v) is not int:
+                if is_envelope(v):  # a numpy scalar, as typed instances send them
+                    scalar = from_envelope(v)
+                    if scalar.shape != ():
+                        raise Invalid(f"a Discrete value must be one number, not an array of shape {list(scalar.shape)}")
+                    v = scalar.item()
                 v = _integral(v, "a Discrete value")
             if not low <= v < high:
                 raise Invalid(f"a Discrete value must be in {low}..{high - 1}")
@@ -788,9 +973,9 @@ class Codec:
 
     __slots__ = ("space", "encode", "decode", "checked")
 
-    def __init__(self, space: Any, base64_arrays: bool):
+    def __init__(self, space: Any, encoding: str):
         self.space = space
-        self.encode = make_encoder(space, base64_arrays)
+        self.encode = make_encoder(space, encoding)
         self.decode = make_decoder(space)
         self.checked = _checked_by_decoder(space)
 
@@ -842,27 +1027,197 @@ def env_failure(exc: BaseException, op: str) -> HTTPError:
     )
 
 
-def _missing_package(exc: BaseException) -> str | None:
-    """The name of the package whose absence made ``make`` fail, if that is why."""
-    if isinstance(exc, ModuleNotFoundError) and exc.name:
-        return exc.name.split(".")[0]
-    if isinstance(exc, gymnasium.error.DependencyNotInstalled):
-        return ""
-    return None
+# -- making: missing packages, wrappers ------------------------------------------
+
+# Import names whose pip package is called otherwise.
+PIP_NAMES = {"cv2": "opencv-python", "Box2D": "box2d", "PIL": "pillow", "yaml": "pyyaml", "sklearn": "scikit-learn",
+             "skimage": "scikit-image"}
 
 
-def make_env(env_id: str, kwargs: dict, num_envs: int, mode: str | None, vector_kwargs: dict) -> Any:
-    """``gymnasium.make`` (or ``make_vec``), with its refusals as 400s."""
+def _present(name: str) -> bool:
+    try:
+        return name in sys.modules or importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _imports(tree: ast.AST, package: str) -> list[str]:
+    """The modules that the statements of ``tree`` import (not those of
+    functions nested in it), relative ones resolved against ``package``."""
+    found, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                continue
+            if isinstance(child, ast.Import):
+                found.extend(alias.name for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = package.rsplit(".", child.level - 1)[0] if child.level > 1 else package
+                    found.append(f"{base}.{child.module}" if child.module else base)
+                elif child.module:
+                    found.append(child.module)
+            else:
+                todo.append(child)
+    return found
+
+
+def _parse(filename: str) -> ast.AST | None:
+    try:
+        with open(filename, "rb") as f:
+            return ast.parse(f.read(), filename)
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def missing_modules(exc: BaseException) -> list[str]:
+    """The modules whose absence made ``exc``, all of them: the one it names,
+    and every other that the code it ran (and the not yet imported modules
+    of the same package that code imports) imports and this machine lacks.
+
+    Found by reading that code, not by running it, so that one message
+    names them all instead of one per try.
+    """
+    missing: list[str] = []
+    errors: list[BaseException] = []
+    while exc is not None and exc not in errors and len(errors) < 8:
+        errors.append(exc)
+        if isinstance(exc, ModuleNotFoundError) and exc.name:
+            missing.append(exc.name.split(".")[0])
+        exc = exc.__cause__ or exc.__context__
+    wanted: list[str] = []
+    todo: list[tuple[str, str]] = []  # (file, package) of modules to read whole
+    for error in errors:
+        for frame, _ in traceback.walk_tb(error.__traceback__):
+            code, module = frame.f_code, frame.f_globals.get("__name__", "")
+            top = module.split(".")[0]
+            if not code.co_filename.endswith(".py") or top in sys.stdlib_module_names or module in (__name__, "gymhttp"):
+                continue
+            package = frame.f_globals.get("__package__") or module.rpartition(".")[0]
+            if code.co_name == "<module>":
+                todo.append((code.co_filename, package))
+                continue
+            tree = _parse(code.co_filename)  # a function that imports lazily: its own imports
+            for node in ast.walk(tree) if tree is not None else ():
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == code.co_name \
+                        and min([d.lineno for d in node.decorator_list] + [node.lineno]) == code.co_firstlineno:
+                    wanted.extend(_imports(node, package))
+                    break
+    read: set[str] = set()
+    while todo and len(read) < 32:
+        filename, package = todo.pop()
+        if filename in read:
+            continue
+        read.add(filename)
+        tree = _parse(filename)
+        for name in _imports(tree, package) if tree is not None else ():
+            wanted.append(name)
+            # A module of the same package not imported yet runs next: read it too.  Found on
+            # disk beside this one, since find_spec() would import (run) its parent package.
+            if package and name.startswith(package + ".") and name not in sys.modules:
+                here = os.path.join(os.path.dirname(filename), *name[len(package) + 1:].split("."))
+                for candidate, its_package in ((here + ".py", name.rpartition(".")[0]), (os.path.join(here, "__init__.py"), name)):
+                    if os.path.isfile(candidate):
+                        todo.append((candidate, its_package))
+                        break
+    for name in wanted:
+        top = name.split(".")[0]
+        if top and top not in missing and top not in sys.stdlib_module_names and not _present(top):
+            missing.append(top)
+    return missing
+
+
+def missing_message(what: str, exc: BaseException) -> str:
+    """The 400 for a make (or a wrapper) that failed for want of packages:
+    every missing one named, with the pip line, and the library's own hint."""
+    names = missing_modules(exc)
+    text = cut(str(exc))
+    if names:
+        pip = " ".join(PIP_NAMES.get(n, n) for n in names)
+        listed = ", ".join(names)
+        hint = f" ({text})" if "pip install" in text or not isinstance(exc, ModuleNotFoundError) else ""
+        return (f"{what} needs {'a package' if len(names) == 1 else 'packages'} the server does not have: {listed}{hint}; "
+                f"install {'it' if len(names) == 1 else 'them'} there (pip install {pip}) and try again: "
+                "no restart is needed")
+    return f"{what} needs a package the server does not have: {text}; install it there and try again: no restart is needed"
+
+
+# Wrappers a create may not ask for: they reach beyond the instance.
+REFUSED_WRAPPERS = {
+    "RecordVideo": "it writes files wherever its video_folder says; record videos with monitor/start and "
+                   "video_callable, which keeps to --monitor-root",
+    "HumanRendering": "it draws in a window on the server's screen, where nobody is watching; watch the frames on the "
+                      'dashboard, or from Python with client.RemoteEnv(..., render_mode="human")',
+}
+
+
+class Wrapping:
+    """One entry of a create's ``wrappers``, resolved: called on an env, it
+    wraps it, and a refusal becomes a 400 that names the wrapper.  It
+    pickles, for an async vector's workers."""
+
+    def __init__(self, index: int, name: str, entry_point: str, kwargs: dict):
+        self.index, self.name, self.entry_point, self.kwargs = index, name, entry_point, kwargs
+        module_name, _, qualname = entry_point.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise bad_request(missing_message(f"Wrapper {short(name)} ({short(entry_point)})", exc))
+        target: Any = module
+        for part in qualname.split("."):
+            target = getattr(target, part, None)
+        if not callable(target):
+            known = [n for n in dir(module) if isinstance(getattr(module, n, None), type)
+                     and issubclass(getattr(module, n), gymnasium.Wrapper)]
+            close = difflib.get_close_matches(qualname, known, n=2, cutoff=0.75)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise bad_request(f"Wrapper {short(name)}: {short(module_name)} has no wrapper {short(qualname)}{hint}")
+        self.factory = target
+
+    def __call__(self, env: Any) -> Any:
+        try:
+            return self.factory(env, **self.kwargs)
+        except (ImportError, gymnasium.error.DependencyNotInstalled) as exc:
+            raise bad_request(missing_message(f"Wrapper {short(self.name)}", exc))
+        except (TypeError, ValueError, AssertionError, KeyError, gymnasium.error.Error) as exc:
+            text = f"{type(exc).__name__}: {cut(str(exc))}"
+            hint = ""
+            if self.name == "AtariPreprocessing" and "frame-skip" in str(exc):
+                hint = '; an ALE v5 env skips 4 frames itself: make it with "kwargs": {"frameskip": 1}'
+            raise bad_request(f"Wrapper {short(self.name)} (wrappers[{self.index}]) with kwargs {short(self.kwargs)} "
+                              f"refused the env: {text}{hint}")
+
+
+def make_env(env_id: str, kwargs: dict, num_envs: int, mode: str | None, vector_kwargs: dict,
+             wrappers: tuple = ()) -> Any:
+    """``gymnasium.make`` (or ``make_vec``), then ``wrappers`` (resolved
+    :class:`Wrapping` arguments: index, name, entry point, kwargs) in order,
+    around each sub-env of a vector as ``make_vec(wrappers=...)`` applies
+    them; refusals are 400s."""
+    wrapping = [Wrapping(*w) for w in wrappers]
     try:
         if num_envs == 1:
-            return gymnasium.make(env_id, **kwargs)
-        return gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, vector_kwargs=vector_kwargs, **kwargs)
+            env = gymnasium.make(env_id, **kwargs)
+            try:
+                for wrap in wrapping:
+                    env = wrap(env)
+            except BaseException:
+                env.close()
+                raise
+            return env
+        if wrapping and mode in (None, "vector_entry_point"):
+            spec = gymnasium.spec(env_id.rpartition(":")[2]) if env_id.rpartition(":")[2] in gymnasium.registry else None
+            if mode == "vector_entry_point" or (spec is not None and spec.vector_entry_point is not None):
+                raise bad_request(f"{short(env_id)} is vectorized by its vector entry point, which has no sub-envs to wrap; "
+                                  'pass "vectorization_mode": "sync" (or "async") with wrappers, as gymnasium.make_vec wants')
+        return gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, vector_kwargs=vector_kwargs,
+                                  wrappers=wrapping or None, **kwargs)
     except gymnasium.error.UnregisteredEnv as exc:
         raise bad_request(f"Environment ID '{short(env_id)}' is not registered: {cut(str(exc))}")
     except (ImportError, gymnasium.error.DependencyNotInstalled) as exc:
-        package = _missing_package(exc)
-        what = f"pip install {package} on the server" if package else "install what it names on the server"
-        raise bad_request(f"Cannot make {short(env_id)}: a package it needs is missing ({cut(str(exc))}); {what}, then restart it")
+        importlib.invalidate_caches()  # so that the next try finds what gets installed meanwhile
+        raise bad_request(missing_message(f"Cannot make {short(env_id)}: it", exc))
     except gymnasium.error.Error as exc:
         if "No registered env" in str(exc):
             raise bad_request(f"Environment ID '{short(env_id)}' is not registered: {cut(str(exc))}")
@@ -895,7 +1250,7 @@ def _spec(spec: Any) -> dict | None:
     entry = spec.entry_point
     if callable(entry):
         entry = f"{getattr(entry, '__module__', '?')}:{getattr(entry, '__qualname__', repr(entry))}"
-    return {
+    out = {
         "id": spec.id,
         "entry_point": entry,
         "max_episode_steps": spec.max_episode_steps,
@@ -903,6 +1258,12 @@ def _spec(spec: Any) -> dict | None:
         "nondeterministic": bool(spec.nondeterministic),
         "vector_entry_point": spec.vector_entry_point is not None,
     }
+    # Wrappers applied (a create's "wrappers"), in WrapperSpec's shape; a vector's are in its kwargs.
+    applied = [(w.name, w.entry_point, w.kwargs) for w in getattr(spec, "additional_wrappers", ())]
+    applied += [(w.name, w.entry_point, w.kwargs) for w in (spec.kwargs or {}).get("wrappers", ()) if isinstance(w, Wrapping)]
+    if applied:
+        out["additional_wrappers"] = [{"name": n, "entry_point": e, "kwargs": sanitize(k)} for n, e, k in applied]
+    return out
 
 
 def flag_param(params: dict, name: str) -> bool:
@@ -956,15 +1317,18 @@ class EnvSide:
     """
 
     def __init__(self, instance_id: str, env_id: str, kwargs: dict, num_envs: int, mode: str | None,
-                 vector_kwargs: dict, encoding: str):
+                 vector_kwargs: dict, encoding: str, wrappers: tuple = ()):
         self.instance_id = instance_id
-        self.env = env = make_env(env_id, kwargs, num_envs, mode, vector_kwargs)
+        self.env = env = make_env(env_id, kwargs, num_envs, mode, vector_kwargs, wrappers)
         self.num_envs = num_envs
         self.vector = num_envs > 1
-        b64 = encoding == "base64"
-        self.action = Codec(env.action_space, b64)
-        self.observation = Codec(env.observation_space, b64)
-        self.array = raw_envelope if b64 else (lambda a: a.tolist())
+        self.encoding = encoding
+        arrays, self.typed = encoding != "list", encoding == "typed"
+        self.action = Codec(env.action_space, encoding)
+        self.observation = Codec(env.observation_space, encoding)
+        self.array = raw_envelope if arrays else (lambda a: a.tolist())
+        # info (and reset info): its arrays as envelopes too, except in list mode
+        self.info = functools.partial(encode_extras, typed=self.typed) if arrays else None
         self.recorder = None  # the RecordVideo wrapper, while recording
         if self.vector:
             self._t = 0  # vector steps, to measure episode lengths
@@ -982,13 +1346,14 @@ class EnvSide:
             "render_mode": env.render_mode,
             "metadata": _metadata(env),
             "spec": _spec(getattr(env, "spec", None)),
-            "action_space": describe_space(env.action_space),
-            "observation_space": describe_space(env.observation_space),
+            # Compact: the server expands Box bounds for the clients that want them flat.
+            "action_space": describe_space(env.action_space, compact=True),
+            "observation_space": describe_space(env.observation_space, compact=True),
             "pid": os.getpid(),
         }
         if self.vector:
-            facts["single_action_space"] = describe_space(env.single_action_space)
-            facts["single_observation_space"] = describe_space(env.single_observation_space)
+            facts["single_action_space"] = describe_space(env.single_action_space, compact=True)
+            facts["single_observation_space"] = describe_space(env.single_observation_space, compact=True)
             # Sync and async vector envs take a seed per sub-env; vector entry points (CartPole's) take one int.
             facts["seed_lists"] = isinstance(env.unwrapped, (gymnasium.vector.SyncVectorEnv, gymnasium.vector.AsyncVectorEnv))
         return facts
@@ -1039,6 +1404,8 @@ class EnvSide:
     def reset(self, seed: Any, options: dict | None) -> tuple[tuple | None, bytes]:
         """Reset; returns (the episode it interrupted or None, the reply)."""
         observation, info, interrupted = self._reset(seed, options)
+        if self.info is not None:
+            info = self.info(info)
         return interrupted, encode_json({"observation": self.observation.encode(observation), "info": info})
 
     def _decode_action(self, action: Any) -> Any:
@@ -1075,8 +1442,10 @@ class EnvSide:
             ended = np.count_nonzero(done)  # ndarray.any() has a slow Python wrapper
             episodes = self._count(reward, done, ended)
             reward = np.asarray(reward)
-            if reward.dtype.kind != "f":  # rewards are floats on the wire, whatever the env said
+            if reward.dtype.kind != "f" and not self.typed:  # rewards are floats on the wire, whatever the env said
                 reward = reward.astype(np.float64)
+            if info and self.info is not None:
+                info = self.info(info)
             array = self.array
             if array is raw_envelope and not ended:
                 none = raw_false_envelope(self.num_envs)
@@ -1086,13 +1455,19 @@ class EnvSide:
                 reply = {"observation": self.observation.encode(observation), "reward": array(reward), "done": array(done),
                          "terminated": array(terminated), "truncated": array(truncated), "info": info}
             return episodes, encode_json(reply)
-        reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
+        given, reward, terminated, truncated = reward, float(reward), bool(terminated), bool(truncated)
         done = terminated or truncated
         episodes = self._count(reward, done)
+        if self.typed and type(given) is not float:  # an int, or a numpy scalar: sent as it is
+            reward_json = _encode_value(_typed_scalar(given))
+        else:
+            reward_json = repr(reward).encode() if reward - reward == 0 else _encode_value(sanitize(reward))
+        if info and self.info is not None:
+            info = self.info(info)
         # Assembled here: the encoder would walk a dict for the same bytes.
         return episodes, b"".join((
             b'{"observation":', _encode_value(self.observation.encode(observation)),
-            b',"reward":', repr(reward).encode() if reward - reward == 0 else _encode_value(sanitize(reward)),
+            b',"reward":', reward_json,
             _FLAGS[done, terminated, truncated],
             _encode_value(info) if info else b"{}", b"}",
         ))
@@ -1113,7 +1488,9 @@ class EnvSide:
         return encode_json({"member": member})
 
     def render(self, index: int | None) -> tuple[str, bytes]:
-        """The current frame as (content type, bytes): PNG or text."""
+        """The current frame as (content type, bytes): a PNG for rgb_array,
+        text for ansi, and for any other mode (depth_array, rgbd_tuple,
+        rgb_array_list...) JSON ``{"frame": ...}`` with its arrays as envelopes."""
         env = self.env
         if index is None:
             frame = _render(env.render)
@@ -1121,14 +1498,55 @@ class EnvSide:
             frame = _render(env.envs[index].render)
         else:
             frame = _render(env.render)[index]
-        if env.render_mode == "ansi":
+        mode = env.render_mode
+        if mode == "ansi":
             return TEXT_TYPE, str(frame).encode("utf-8")
         if frame is None:
             raise HTTPError(HTTPStatus.CONFLICT, f"Instance {self.instance_id} has no frame to show yet; reset or step it, then render")
+        if mode != "rgb_array":
+            return JSON_TYPE, encode_json({"frame": encode_extras(frame)})
         try:
             return PNG_TYPE, encode_png(frame)
         except ValueError as exc:
             raise HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, f"The env's rgb_array frame cannot be shown: {exc}")
+
+    # -- any space, and any part of it (for clients that rebuild spaces they don't know)
+
+    def _space(self, which: str, path: list) -> Any:
+        """The space ``which`` ("action", "observation", or "single_..." of a
+        vector), then the part of it that ``path`` leads to: Dict keys,
+        Tuple and OneOf indices, "feature_space", "node_space", "edge_space"."""
+        space = getattr(self.env, f"{which}_space")
+        for depth, step in enumerate(path):
+            part = None
+            if isinstance(space, spaces.Dict) and isinstance(step, str):
+                part = space.spaces.get(step)
+            elif isinstance(space, (spaces.Tuple, spaces.OneOf)) and type(step) is int and 0 <= step < len(space.spaces):
+                part = space.spaces[step]
+            elif isinstance(space, spaces.Sequence) and step == "feature_space":
+                part = space.feature_space
+            elif isinstance(space, spaces.Graph) and step in ("node_space", "edge_space"):
+                part = getattr(space, step)
+            if part is None:
+                raise bad_request(f"Parameter 'path' {short(path)} leads nowhere: step {depth} ({short(step)}) is not a part of {space}")
+            space = part
+        return space
+
+    def space_sample(self, which: str, path: list, seed: int | None) -> bytes:
+        """A sample of a space (or a part of it), after seeding it with ``seed``."""
+        space = self._space(which, path)
+        if seed is not None:
+            space.seed(seed)
+        return encode_json({"value": make_encoder(space, self.encoding)(space.sample())})
+
+    def space_contains(self, which: str, path: list, value: Any) -> bytes:
+        """Whether a decoded JSON value is in a space (or a part of it)."""
+        space = self._space(which, path)
+        try:
+            member = contains(space, make_decoder(space)(value))
+        except Invalid:
+            member = False
+        return encode_json({"member": member})
 
     def record_video(self, directory: str, every: int, prefix: str) -> None:
         """Wrap the env in Gymnasium's RecordVideo, writing ``prefix-episode-N.mp4``
@@ -1166,7 +1584,8 @@ class EnvSide:
         finally:
             self.env.close()
 
-    OPS = frozenset({"facts", "reset", "step", "sample", "contains", "render", "record_video", "stop_video", "close"})
+    OPS = frozenset({"facts", "reset", "step", "sample", "contains", "render", "space_sample", "space_contains",
+                     "record_video", "stop_video", "close"})
 
 
 # ---------------------------------------------------------------------------
@@ -1972,6 +2391,7 @@ class Instance:
         self.encoding = encoding
         self.runner: ProcessRunner | LocalRunner = None  # type: ignore[assignment]
         self.facts: dict = {}
+        self.described: dict[tuple[str, bool], bytes] = {}  # (which space, compact) -> its reply, made once
         self.lock = threading.Lock()
         self.pending_seed = seed  # seeds the first reset when the client gives none
         self.needs_reset = True
@@ -2012,6 +2432,22 @@ class Instance:
         if self.closed:  # a thread stuck in the env came back after a close gave up on it
             raise HTTPError(HTTPStatus.GONE, f"The instance was closed while its {op} ran")
         return result
+
+    def describe(self, which: str, compact: bool) -> bytes:
+        """The reply of a space route: ``{"info": ...}`` (and ``single_info``
+        for vectors), with Box bounds compact or, as old clients read them, flat."""
+        key = (which, compact)
+        reply = self.described.get(key)
+        if reply is None:
+            def one(name: str) -> dict:
+                info = self.facts[f"{name}_space"]
+                return info if compact else expand_bounds(info)
+
+            parts = {"info": one(which)}
+            if self.vector:
+                parts["single_info"] = one(f"single_{which}")
+            reply = self.described[key] = encode_json(parts)
+        return reply
 
     def broken_message(self) -> str:
         again = "start a fresh process" if self.runner.ended is not None and self.runner.pid else "try again"
@@ -2208,8 +2644,6 @@ class Request:
         return self.params
 
 
-_MISSING = object()
-
 
 def required(params: dict, name: str) -> Any:
     """A required parameter; null, "" and [] count as missing, as in the original."""
@@ -2259,9 +2693,9 @@ def route_create(server: GymHTTPServer, request: Request) -> dict:
     num_envs = optional(params, "num_envs", (int,), "a positive integer", 1)
     if not 1 <= num_envs <= MAX_NUM_ENVS:
         raise bad_request(f"Parameter 'num_envs' must be between 1 and {MAX_NUM_ENVS}, not {short(num_envs)}")
-    encoding = optional(params, "encoding", (str,), "'list' or 'base64'", "list")
-    if encoding not in ("list", "base64"):
-        raise bad_request(f"Parameter 'encoding' must be 'list' or 'base64', not {short(encoding)}")
+    encoding = optional(params, "encoding", (str,), "'list', 'base64' or 'typed'", "list")
+    if encoding not in ENCODINGS:
+        raise bad_request(f"Parameter 'encoding' must be 'list', 'base64' or 'typed', not {short(encoding)}")
     mode = optional(params, "vectorization_mode", (str,), "'sync', 'async' or 'vector_entry_point'")
     if mode is not None and mode not in ("sync", "async", "vector_entry_point"):
         raise bad_request(f"Parameter 'vectorization_mode' must be 'sync', 'async' or 'vector_entry_point', not {short(mode)}")
@@ -2269,6 +2703,7 @@ def route_create(server: GymHTTPServer, request: Request) -> dict:
     if num_envs == 1 and (mode is not None or vector_kwargs):
         raise bad_request("Parameters 'vectorization_mode' and 'vector_kwargs' need 'num_envs' above 1")
     env_id = server.check_env_id(env_id)
+    wrappers = server.check_wrappers(params.get("wrappers"))
     if kwargs.get("render_mode") == "human":
         raise bad_request(
             "render_mode 'human' draws in a window on the server's screen, where nobody is watching, and slows "
@@ -2279,7 +2714,7 @@ def route_create(server: GymHTTPServer, request: Request) -> dict:
     processes = (server.starter is not None) + (num_envs if mode == "async" else 0)
 
     def build(instance_id: str) -> Instance:
-        make_args = (instance_id, env_id, kwargs, num_envs, mode, vector_kwargs, encoding)
+        make_args = (instance_id, env_id, kwargs, num_envs, mode, vector_kwargs, encoding, wrappers)
         instance = Instance(instance_id, env_id, make_args, num_envs=num_envs, encoding=encoding, seed=seed)
         instance.runner, instance.facts = server.start_env(make_args)
         return instance
@@ -2364,19 +2799,22 @@ def route_step(server: GymHTTPServer, request: Request, instance_id: str) -> byt
     return payload
 
 
-def _space_info(instance: Instance, which: str) -> dict:
-    reply = {"info": instance.facts[f"{which}_space"]}
-    if instance.vector:
-        reply["single_info"] = instance.facts[f"single_{which}_space"]
-    return reply
+def _compact_param(request: Request) -> bool:
+    """?compact=true: Box bounds that are one value each as that value."""
+    value = request.params.get("compact") if request.query else None
+    if value in (None, "", "0", "false"):
+        return False
+    if value in ("1", "true"):
+        return True
+    raise bad_request(f"Parameter 'compact' must be true or false, not {short(value)}")
 
 
-def route_action_space(server: GymHTTPServer, request: Request, instance_id: str) -> dict:
-    return _space_info(_touch(server, instance_id), "action")
+def route_action_space(server: GymHTTPServer, request: Request, instance_id: str) -> bytes:
+    return _touch(server, instance_id).describe("action", _compact_param(request))
 
 
-def route_observation_space(server: GymHTTPServer, request: Request, instance_id: str) -> dict:
-    return _space_info(_touch(server, instance_id), "observation")
+def route_observation_space(server: GymHTTPServer, request: Request, instance_id: str) -> bytes:
+    return _touch(server, instance_id).describe("observation", _compact_param(request))
 
 
 def route_action_sample(server: GymHTTPServer, request: Request, instance_id: str) -> bytes:
@@ -2390,10 +2828,47 @@ def route_action_contains(server: GymHTTPServer, request: Request, instance_id: 
 
 
 def route_observation_contains(server: GymHTTPServer, request: Request, instance_id: str) -> dict:
-    info = _touch(server, instance_id).facts["observation_space"]
+    info = expand_bounds(_touch(server, instance_id).facts["observation_space"])
     # As the original: every given field must equal the description, compared as JSON.
     member = all(k in info and encode_json(info[k]) == encode_json(v) for k, v in request.optional_params.items())
     return {"member": member}
+
+
+SPACE_NAMES = ("action", "observation", "single_action", "single_observation")
+
+
+def _space_params(params: dict, instance: Instance) -> tuple[str, list]:
+    """The "space" and "path" of the spaces/ routes, checked."""
+    which = optional(params, "space", (str,), f"one of {', '.join(SPACE_NAMES)}", "action")
+    if which not in SPACE_NAMES or (which.startswith("single_") and not instance.vector):
+        names = SPACE_NAMES if instance.vector else SPACE_NAMES[:2]
+        close = difflib.get_close_matches(which, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise bad_request(f"Parameter 'space' must be one of {', '.join(names)}, not {short(which)}{hint}")
+    path = optional(params, "path", (list,), "a list of Dict keys and Tuple indices", [])
+    for step in path:
+        if not (isinstance(step, str) or type(step) is int):
+            raise bad_request(f"Parameter 'path' must hold Dict keys (strings) and indices (integers), not {short(step)}")
+    return which, path
+
+
+def route_space_sample(server: GymHTTPServer, request: Request, instance_id: str) -> bytes:
+    instance = _touch(server, instance_id)
+    params = request.optional_params
+    which, path = _space_params(params, instance)
+    seed = seed_param(params)
+    with instance:
+        return instance.call("space_sample", which, path, seed)
+
+
+def route_space_contains(server: GymHTTPServer, request: Request, instance_id: str) -> bytes:
+    instance = _touch(server, instance_id)
+    params = request.params
+    which, path = _space_params(params, instance)
+    if "value" not in params:
+        raise bad_request("A required request parameter 'value' was not provided")
+    with instance:
+        return instance.call("space_contains", which, path, params["value"])
 
 
 def route_monitor_start(server: GymHTTPServer, request: Request, instance_id: str) -> None:
@@ -2556,11 +3031,9 @@ def _index_param(params: dict, instance: Instance) -> int | None:
 def route_render(server: GymHTTPServer, request: Request, instance_id: str) -> Response:
     instance = server.envs.get(instance_id)
     mode = instance.facts["render_mode"]
-    if mode not in ("rgb_array", "ansi"):
-        how = 'create the instance with "kwargs": {"render_mode": "rgb_array"} (or "ansi" for text envs that offer it)'
-        if mode is None:
-            raise bad_request(f"Instance {instance_id} was made without a render mode, so there is nothing to show; {how}")
-        raise bad_request(f"Instance {instance_id} renders in mode {mode!r}, which cannot be sent; {how}")
+    if mode is None:
+        raise bad_request(f"Instance {instance_id} was made without a render mode, so there is nothing to show; create it "
+                          'with "kwargs": {"render_mode": "rgb_array"} (or "ansi" for text envs that offer it)')
     index = _index_param(request.params, instance)
     with instance:
         if instance.needs_reset:
@@ -2590,6 +3063,8 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/v1/envs/{instance_id}/action_space/contains/{x}", route_action_contains),
     ("GET", "/v1/envs/{instance_id}/observation_space", route_observation_space),
     ("POST", "/v1/envs/{instance_id}/observation_space/contains", route_observation_contains),
+    ("POST", "/v1/envs/{instance_id}/spaces/sample", route_space_sample),
+    ("POST", "/v1/envs/{instance_id}/spaces/contains", route_space_contains),
     ("POST", "/v1/envs/{instance_id}/monitor/start", route_monitor_start),
     ("POST", "/v1/envs/{instance_id}/monitor/close", route_monitor_close),
     ("POST", "/v1/envs/{instance_id}/close", route_close),
@@ -2712,16 +3187,24 @@ OPENAPI_SCHEMAS: dict[str, dict] = {
         'strings "NaN", "Infinity", "-Infinity"',
     },
     "Space": {
-        "description": "A space, described so that it can be rebuilt; Box infinities are +-1e100",
+        "description": "A space, described so that it can be rebuilt; Box infinities are +-1e100. A space of a kind "
+        "Gymnasium does not ship is named by its class and described by its shape, dtype, an example and attributes",
         **_object(
             ("name",),
-            name={"type": "string", "examples": ["Discrete", "Box", "MultiDiscrete", "MultiBinary", "Tuple", "Dict", "Text"]},
+            name={"type": "string", "description": "the Gymnasium kind (a subclass is named by its kind), else the class's name",
+                  "examples": ["Discrete", "Box", "MultiDiscrete", "MultiBinary", "Tuple", "Dict", "Text", "MissionSpace"]},
+            **{"class": {"type": "string", "description": "module:Class, for a space not of Gymnasium's own classes",
+                         "examples": ["minigrid.core.mission:MissionSpace"]}},
             n={"oneOf": [{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]},
             start={"oneOf": [{"type": "integer"}, {"type": "array", "items": {}, "description": "MultiDiscrete: nested like nvec"}]},
             shape={"type": "array", "items": {"type": "integer"}},
             dtype={"type": "string"},
-            low={"type": "array", "items": {"type": "number"}, "description": "flattened, C order"},
-            high={"type": "array", "items": {"type": "number"}, "description": "flattened, C order"},
+            low={"oneOf": [{"type": "array", "items": {"type": "number"}, "description": "flattened, C order"},
+                           {"type": "number", "description": "with ?compact=true: every element's bound, when they are all equal"}]},
+            high={"oneOf": [{"type": "array", "items": {"type": "number"}, "description": "flattened, C order"},
+                            {"type": "number", "description": "with ?compact=true: every element's bound, when they are all equal"}]},
+            example={"description": "a space of no Gymnasium kind: a value of it (a sample), as plain JSON"},
+            attributes={"type": "object", "description": "a space of no Gymnasium kind: its public attributes that are plain data"},
             nvec={"type": "array", "items": {}, "description": "nested in the space's shape"},
             spaces={"oneOf": [{"type": "array", "items": _ref("Space")}, {"type": "object", "additionalProperties": _ref("Space")}]},
             min_length={"type": "integer"},
@@ -2740,9 +3223,30 @@ OPENAPI_SCHEMAS: dict[str, dict] = {
         seed={**_SEED, "description": "seeds the first reset"},
         kwargs={"type": "object", "description": "keyword arguments for gymnasium.make, e.g. render_mode, max_episode_steps"},
         num_envs={"type": "integer", "minimum": 1, "maximum": MAX_NUM_ENVS, "default": 1},
-        encoding={"type": "string", "enum": ["list", "base64"], "default": "list"},
+        encoding={"type": "string", "enum": list(ENCODINGS), "default": "list",
+                  "description": "list: arrays as nested lists; base64: arrays (in observations, vector batches and info) "
+                  "as ArrayEnvelopes; typed: base64, and numpy scalars as envelopes of shape [] too"},
         vectorization_mode={"type": "string", "enum": ["sync", "async", "vector_entry_point"]},
         vector_kwargs={"type": "object", "description": 'e.g. {"autoreset_mode": "SameStep"}'},
+        wrappers={"type": "array", "maxItems": MAX_WRAPPERS, "items": {"oneOf": [_ref("WrapperSpec"), {
+            "type": "string", "description": "the name of a wrapper of gymnasium.wrappers"}]},
+            "description": "applied in order on the server (to each sub-env of a vector)"},
+    ),
+    "WrapperSpec": _object(
+        (), name={"type": "string", "examples": ["AtariPreprocessing"], "description": "alone: gymnasium.wrappers.<name>"},
+        entry_point={"type": "string", "examples": ["gymnasium.wrappers:FrameStackObservation"],
+                     "description": "module:Class, from gymnasium.wrappers or a module the server imported (--import)"},
+        kwargs={"type": "object", "examples": [{"stack_size": 4}]},
+    ),
+    "SpaceSampleRequest": _object(
+        space={"type": "string", "enum": list(SPACE_NAMES), "default": "action"},
+        path={"type": "array", "items": {"type": ["string", "integer"]}, "default": [],
+              "description": "Dict keys and Tuple/OneOf indices (feature_space, node_space, edge_space) down to a part"},
+        seed={**_SEED, "description": "seeds that space first"},
+    ),
+    "SpaceContainsRequest": _object(
+        ("value",), space={"type": "string", "enum": list(SPACE_NAMES), "default": "action"},
+        path={"type": "array", "items": {"type": ["string", "integer"]}, "default": []}, value=_ref("Value"),
     ),
     "ResetRequest": {
         "description": "An empty body, {} and null all mean no parameters",
@@ -2782,11 +3286,12 @@ OPENAPI_SCHEMAS: dict[str, dict] = {
     "Spec": _object(
         ("id",), id={"type": "string"}, entry_point={"type": "string"}, max_episode_steps={"type": ["integer", "null"]},
         reward_threshold={"type": ["number", "null"]}, nondeterministic={"type": "boolean"}, vector_entry_point={"type": "boolean"},
+        additional_wrappers={"type": "array", "items": _ref("WrapperSpec"), "description": "an instance's wrappers, when it has some"},
     ),
     "InstanceDetails": _object(
         ("instance_id", "env_id", "num_envs", "created", "last_activity", "steps", "episodes", "recent_episodes"),
         instance_id={"type": "string"}, env_id={"type": "string"}, num_envs={"type": "integer"},
-        encoding={"type": "string", "enum": ["list", "base64"]}, render_mode={"type": ["string", "null"]},
+        encoding={"type": "string", "enum": list(ENCODINGS)}, render_mode={"type": ["string", "null"]},
         metadata=_object(render_modes={"type": "array", "items": {"type": "string"}}, render_fps={"type": "number"},
                          autoreset_mode={"type": "string"}),
         spec={"oneOf": [_ref("Spec"), {"type": "null"}]},
@@ -2831,6 +3336,8 @@ def _operation(op_id: str, summary: str, *, request: str | None = None, reply: s
 
 
 _INSTANCE = {"name": "instance_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_COMPACT = {"name": "compact", "in": "query", "required": False, "schema": {"type": "string", "enum": ["true", "false", "1", "0"]},
+            "description": "true: a Box bound whose elements are all equal is one number (Atari's: 0 and 255)"}
 _MESSAGE = _object(("message",), message={"type": "string"})
 
 API_DOCS: dict[tuple[str, str], dict] = {
@@ -2854,7 +3361,7 @@ API_DOCS: dict[tuple[str, str], dict] = {
     ("POST", "/v1/envs/{instance_id}/step"): _operation("env_step", "Step (a step before any reset resets first)",
                                                         request="StepRequest", reply="StepResponse", params=(_INSTANCE,)),
     ("GET", "/v1/envs/{instance_id}/action_space"): _operation("env_action_space_info", "Describe the action space",
-                                                               reply="SpaceInfo", params=(_INSTANCE,)),
+                                                               reply="SpaceInfo", params=(_INSTANCE, _COMPACT)),
     ("GET", "/v1/envs/{instance_id}/action_space/sample"): _operation(
         "env_action_space_sample", "A random action", reply=_object(("action",), action=_ref("Value")), params=(_INSTANCE,)),
     ("GET", "/v1/envs/{instance_id}/action_space/contains/{x}"): _operation(
@@ -2863,11 +3370,17 @@ API_DOCS: dict[tuple[str, str], dict] = {
         params=(_INSTANCE, {"name": "x", "in": "path", "required": True, "schema": {"type": "string"},
                             "description": "the action as JSON text, e.g. 1 or %5B0.5%5D"})),
     ("GET", "/v1/envs/{instance_id}/observation_space"): _operation("env_observation_space_info", "Describe the observation space",
-                                                                    reply="SpaceInfo", params=(_INSTANCE,)),
+                                                                    reply="SpaceInfo", params=(_INSTANCE, _COMPACT)),
     ("POST", "/v1/envs/{instance_id}/observation_space/contains"): _operation(
         "env_observation_space_contains", "Whether every given field equals the observation space's description",
         request={"type": "object", "additionalProperties": True}, reply=_object(("member",), member={"type": "boolean"}),
         params=(_INSTANCE,)),
+    ("POST", "/v1/envs/{instance_id}/spaces/sample"): _operation(
+        "env_space_sample", "A sample of any of the instance's spaces, or of a part of one", request="SpaceSampleRequest",
+        reply=_object(("value",), value=_ref("Value")), params=(_INSTANCE,)),
+    ("POST", "/v1/envs/{instance_id}/spaces/contains"): _operation(
+        "env_space_contains", "Whether a value is in any of the instance's spaces, or a part of one, as the env's own space says",
+        request="SpaceContainsRequest", reply=_object(("member",), member={"type": "boolean"}), params=(_INSTANCE,)),
     ("POST", "/v1/envs/{instance_id}/monitor/start"): _operation(
         "env_monitor_start", "Record episode statistics (and videos) into a directory on the server",
         request="MonitorStartRequest", status="204", params=(_INSTANCE,)),
@@ -2876,9 +3389,11 @@ API_DOCS: dict[tuple[str, str], dict] = {
     ("POST", "/v1/envs/{instance_id}/close"): _operation("env_close", "Close and forget the instance", status="204",
                                                          params=(_INSTANCE,)),
     ("GET", "/v1/envs/{instance_id}/render"): _operation(
-        "env_render", "The current frame: PNG for render_mode rgb_array, text for ansi",
+        "env_render", "The current frame: PNG for render_mode rgb_array, text for ansi, JSON {frame} with arrays as "
+        "ArrayEnvelopes for any other mode (depth_array, rgbd_tuple, rgb_array_list...)",
         content={PNG_TYPE: {"schema": {"type": "string", "contentMediaType": PNG_TYPE}},
-                 "text/plain": {"schema": {"type": "string"}}},
+                 "text/plain": {"schema": {"type": "string"}},
+                 JSON_TYPE: {"schema": _object(("frame",), frame=_ref("Value"))}},
         params=(_INSTANCE, {"name": "index", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
                             "description": "vector instances (required there): which sub-env"})),
     ("POST", "/v1/upload"): _operation("upload", "The old scoreboard upload: always 410 Gone after validating",
@@ -3350,6 +3865,7 @@ class GymHTTPServer(ThreadingHTTPServer):
         self._inflight = 0
         self._state = threading.Condition()
         super().__init__(address, GymHTTPRequestHandler)  # binds; may raise OSError
+        pick_headless_gl()  # before the starter forks: its instance processes inherit the choice
         if isolation == "process":
             try:  # forked before any thread of ours starts
                 self.starter = ProcessStarter({"max_memory": max_env_memory << 20 if max_env_memory else None})
@@ -3554,6 +4070,65 @@ class GymHTTPServer(ThreadingHTTPServer):
             raise bad_request(f"Attempted to look up malformed environment ID '{short(env_id)}'")
         return env_id
 
+    def check_wrappers(self, wrappers: Any) -> tuple:
+        """A create's ``wrappers``, checked: a list of WrapperSpec-shaped
+        objects (``name``, optional ``entry_point`` "module:Class", ``kwargs``)
+        or bare names; returns (index, name, entry point, kwargs) for each.
+        Entry points must come from gymnasium.wrappers or an --import module."""
+        if wrappers is None:
+            return ()
+        if not isinstance(wrappers, list):
+            raise bad_request(f"Parameter 'wrappers' must be a list such as "
+                              f'[{{"name": "FlattenObservation"}}], not a JSON {json_type(wrappers)}: {short(wrappers)}')
+        if len(wrappers) > MAX_WRAPPERS:
+            raise bad_request(f"Parameter 'wrappers' lists {len(wrappers)} wrappers; at most {MAX_WRAPPERS} may be applied")
+        checked = []
+        for k, item in enumerate(wrappers):
+            where = f"wrappers[{k}]"
+            if isinstance(item, str):
+                item = {"name": item}
+            if not isinstance(item, dict):
+                raise bad_request(f"{where} must be an object with 'name' (and 'entry_point', 'kwargs'), not a JSON "
+                                  f"{json_type(item)}: {short(item)}")
+            unknown = sorted(set(item) - {"name", "entry_point", "kwargs"})
+            if unknown:
+                close = difflib.get_close_matches(unknown[0], ["name", "entry_point", "kwargs"], n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise bad_request(f"{where} has a field {short(unknown[0])} that a wrapper spec does not; it takes name, "
+                                  f"entry_point and kwargs{hint}")
+            fields = {f"{where}.{key}": item.get(key) for key in ("name", "entry_point", "kwargs")}
+            name = optional(fields, f"{where}.name", (str,), "a string such as 'FlattenObservation'")
+            entry_point = optional(fields, f"{where}.entry_point", (str,), "a string 'module:Class'")
+            kwargs = optional(fields, f"{where}.kwargs", (dict,), "an object of keyword arguments for the wrapper", {})
+            if entry_point is None:
+                if not name:
+                    raise bad_request(f"{where} needs a 'name' (a wrapper of gymnasium.wrappers) or an 'entry_point'")
+                known = [n for n in gymnasium.wrappers.__all__ if n[0].isupper()]  # names only: their modules load lazily
+                if name not in known:
+                    renamed = getattr(gymnasium.wrappers, "_renamed_wrapper", {}).get(name)
+                    close = [renamed] if renamed else difflib.get_close_matches(name, known, n=2, cutoff=0.75)
+                    hint = f"did you mean {' or '.join(close)}?" if close else "see gymnasium.wrappers for their names"
+                    raise bad_request(f"{where}: gymnasium.wrappers has no wrapper {short(name)}; {hint} "
+                                      "(others need an 'entry_point' in a module allowed with --import)")
+                entry_point = f"gymnasium.wrappers:{name}"
+            module, colon, qualname = entry_point.partition(":")
+            if not colon or not module or not qualname:
+                raise bad_request(f"{where}: entry_point {short(entry_point)} must be 'module:Class', such as "
+                                  "'gymnasium.wrappers:FlattenObservation'")
+            allowed = ("gymnasium.wrappers", *self.allowed_imports)
+            if not any(module == m or module.startswith(m + ".") for m in allowed):
+                raise bad_request(f"{where}: entry_point {short(entry_point)} would import the module {short(module)}; "
+                                  f"wrappers come from gymnasium.wrappers, or from a module the server was started with "
+                                  f"(--import {short(module)})")
+            name = name or qualname.rpartition(".")[2]
+            refused = REFUSED_WRAPPERS.get(qualname.rpartition(".")[2])
+            if refused:
+                raise bad_request(f"{where}: the wrapper {short(name)} cannot be applied on the server: {refused}")
+            if "env" in kwargs:
+                raise bad_request(f"{where}: kwargs must not hold 'env'; the server passes the env itself")
+            checked.append((k, name, entry_point, kwargs))
+        return tuple(checked)
+
     def start_env(self, make_args: tuple) -> tuple[ProcessRunner | LocalRunner, dict]:
         """Make an env as the isolation says: in a new instance process, or
         here.  Returns its runner and the facts its env side reported."""
@@ -3571,6 +4146,7 @@ class GymHTTPServer(ThreadingHTTPServer):
         """A fresh env for an instance whose process died (or, in threads,
         whose env was abandoned past --env-timeout)."""
         instance.runner, instance.facts = self.start_env(instance.make_args)
+        instance.described.clear()
         instance.needs_reset = True
         monitor = instance.monitor
         if monitor is not None and monitor.video_every:  # the recording died with the old env: go on in the new one
@@ -3753,6 +4329,7 @@ def serve(
     (``spin_us``); :func:`make_server` does not unless asked, because a
     server in a thread of your program shares the GIL with it.
     """
+    pick_headless_gl()  # before the imports, which may import mujoco
     import_modules(list(imports))
     run(make_server(host, port, imports=tuple(imports), spin_us=spin_us, **options))
 
@@ -3779,6 +4356,8 @@ def run(server: GymHTTPServer) -> None:
         signal.signal(signal.SIGTERM, on_signal)
     print(f"gymhttp {__version__} serving on {server.url}/ (the dashboard is at that URL; Ctrl-C to stop; "
           f"instances in {'processes' if server.isolation == 'process' else 'threads'})", flush=True)
+    if headless_gl:
+        print(f"gymhttp: no display, so MuJoCo renders with MUJOCO_GL={headless_gl} (set MUJOCO_GL to choose)", flush=True)
     try:
         server.serve_forever()
     finally:
@@ -3882,6 +4461,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-env-memory needs --isolation process: a thread's memory cannot be measured or ended apart")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s gymhttp %(levelname)s %(message)s")
     _raise_open_files_limit()
+    pick_headless_gl()  # before the imports, which may import mujoco
     for name in args.imports:
         try:
             importlib.import_module(name)

@@ -260,6 +260,67 @@ class MisbehavingEnv(gymnasium.Env):
 gymnasium.register("GymHTTPTest/Misbehaving-v0", entry_point=MisbehavingEnv, disable_env_checker=True)
 
 
+class EvenNumbers(spaces.Space):
+    """A custom space, as suites define them: even Python ints below ``limit``.
+    No client can tell a member from its type alone."""
+
+    def __init__(self, limit, seed=None):
+        self.limit = limit
+        super().__init__((), np.int64, seed)
+
+    def sample(self, mask=None, probability=None):
+        return int(self.np_random.integers(0, self.limit // 2)) * 2
+
+    def contains(self, x):
+        return isinstance(x, (int, np.integer)) and not isinstance(x, bool) and 0 <= x < self.limit and x % 2 == 0
+
+
+class Word(spaces.Space):
+    """A custom space of strings from a list, like MiniGrid's MissionSpace."""
+
+    def __init__(self, words, seed=None):
+        self.words = list(words)
+        self.picker = lambda k: self.words[k]  # not JSON: left out of the description
+        super().__init__(None, None, seed)
+
+    def sample(self, mask=None, probability=None):
+        return self.picker(int(self.np_random.integers(len(self.words))))
+
+    def contains(self, x):
+        return x in self.words
+
+
+class Pixels(spaces.Box):
+    """A subclass of one of Gymnasium's own kinds."""
+
+
+class CustomSpaceEnv(gymnasium.Env):
+    """Observations and actions in custom spaces; the observation follows the
+    env's seeded generator and the actions taken."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self):
+        self.observation_space = spaces.Dict({"even": EvenNumbers(10), "word": Word(["red", "green", "blue"]),
+                                              "pixels": Pixels(0, 255, (2, 2), np.uint8)})
+        self.action_space = EvenNumbers(6)
+
+    def _obs(self):
+        return {"even": int(self.np_random.integers(0, 5)) * 2, "word": ["red", "green", "blue"][int(self.np_random.integers(3))],
+                "pixels": self.np_random.integers(0, 256, (2, 2), dtype=np.uint8)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._obs(), {"kinds": "custom"}
+
+    def step(self, action):
+        assert self.action_space.contains(action), action
+        return self._obs(), float(action), False, False, {"action": action}
+
+
+gymnasium.register("GymHTTPTest/Custom-v0", entry_point=CustomSpaceEnv)
+
+
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
@@ -674,9 +735,9 @@ class TestSpaces(unittest.TestCase):
 
     def test_every_space_round_trips_through_json(self):
         for name, space in ALL_SPACES.items():
-            for b64 in (False, True):
-                with self.subTest(space=name, base64=b64):
-                    codec = gymhttp.Codec(space, b64)
+            for encoding in gymhttp.ENCODINGS:
+                with self.subTest(space=name, encoding=encoding):
+                    codec = gymhttp.Codec(space, encoding)
                     space.seed(1)
                     value = space.sample()
                     wire = strict_loads(gymhttp.encode_json({"v": codec.encode(value)}))["v"]
@@ -699,12 +760,42 @@ class TestSpaces(unittest.TestCase):
         box = gymhttp.describe_space(ALL_SPACES["Box"])
         self.assertEqual((box["low"], box["high"]), ([-1e100] * 6, [1e100] * 6))
 
-    def test_unknown_space_is_described_by_name(self):
+    def test_unknown_space_is_described_by_class_shape_dtype_example_and_attributes(self):
         class Odd(spaces.Space):
             pass
 
-        self.assertEqual(gymhttp.describe_space(Odd()), {"name": "Odd"})
-        self.assertEqual(gymhttp.describe_space(object()), {"name": "object"})
+        self.assertEqual(gymhttp.describe_space(Odd()), {"name": "Odd", "class": f"{__name__}:{Odd.__qualname__}"})
+        even = EvenNumbers(10)
+        even.seed(5)
+        before = [even.sample() for _ in range(3)]
+        even.seed(5)
+        info = strict_loads(gymhttp.encode_json(gymhttp.describe_space(even)))
+        self.assertEqual([even.sample() for _ in range(3)], before)  # the example came from a copy
+        self.assertEqual(info, {"name": "EvenNumbers", "class": f"{__name__}:EvenNumbers", "shape": [], "dtype": "int64",
+                                "example": info["example"], "attributes": {"limit": 10}})
+        self.assertTrue(even.contains(info["example"]))
+        word = gymhttp.describe_space(Word(["a", "b"]))
+        self.assertEqual(word["attributes"], {"words": ["a", "b"]})  # the picker function is not plain data
+        self.assertIn(word["example"], ["a", "b"])
+        self.assertNotIn("shape", word)
+        pixels = gymhttp.describe_space(Pixels(0, 255, (2, 2), np.uint8))
+        self.assertEqual((pixels["name"], pixels["class"], pixels["low"]), ("Box", f"{__name__}:Pixels", [0, 0, 0, 0]))
+
+    def test_compact_bounds_are_one_number_each_and_expand_back(self):
+        pong = spaces.Box(0, 255, (210, 160, 3), np.uint8)
+        compact = gymhttp.describe_space(pong, compact=True)
+        self.assertEqual((compact["low"], compact["high"]), (0, 255))
+        self.assertLess(len(gymhttp.encode_json(compact)), 1000)
+        self.assertGreater(len(gymhttp.encode_json(gymhttp.describe_space(pong))), 600_000)
+        self.assertEqual(gymhttp.expand_bounds(compact), gymhttp.describe_space(pong))
+        nested = spaces.Dict({"a": spaces.Tuple((ALL_SPACES["Box"], spaces.Box(np.array([0, 1]), np.array([2, 3]))))})
+        compact = gymhttp.describe_space(nested, compact=True)
+        self.assertEqual(compact["spaces"]["a"]["spaces"][0]["low"], -1e100)
+        self.assertEqual(compact["spaces"]["a"]["spaces"][1]["low"], [0, 1])  # not all equal: a list still
+        self.assertEqual(gymhttp.expand_bounds(compact), gymhttp.describe_space(nested))
+        for name, space in ALL_SPACES.items():
+            with self.subTest(space=name):
+                self.assertEqual(gymhttp.expand_bounds(gymhttp.describe_space(space, compact=True)), gymhttp.describe_space(space))
 
     def test_sanitize_makes_anything_strict_json(self):
         value = {"a": float("nan"), 3: np.array([np.inf, 1.0]), "o": object(), "t": (np.int8(3), np.bool_(False))}
@@ -1889,7 +1980,11 @@ class TestEnvelope(unittest.TestCase):
                     self.assertEqual(back.dtype, array.dtype.newbyteorder("="))
                     via_client = client.decode_envelopes(wire)
                     np.testing.assert_array_equal(via_client, array)
-                    self.assertTrue(via_client.flags.writeable)
+                    if array.shape:
+                        self.assertTrue(via_client.flags.writeable)
+                    else:  # shape [] is a numpy scalar (typed instances send scalars so)
+                        self.assertIsInstance(via_client, np.generic)
+                    self.assertEqual(via_client.dtype, array.dtype.newbyteorder("="))
 
     def test_client_envelopes_are_accepted_by_the_server(self):
         for name, array in ENVELOPE_CASES.items():
@@ -2695,6 +2790,72 @@ class TestShutdownRefusal(unittest.TestCase):
         self.assertFalse(thread.is_alive())
 
 
+NEEDY_ENV = """
+import gymnasium
+import gymhttp_absent_alpha
+import gymhttp_absent_beta.sub
+from gymhttp_absent_gamma import thing
+
+class Env(gymnasium.Env):
+    observation_space = action_space = gymnasium.spaces.Discrete(2)
+"""
+NEEDY_WRAPPER = """
+import gymnasium
+
+class NeedyWrapper(gymnasium.Wrapper):
+    def __init__(self, env):
+        import gymhttp_absent_delta
+        from gymhttp_absent_epsilon import x
+        super().__init__(env)
+"""
+
+
+class TestMissingPackages(ServerTestCase):
+    """A make that fails for want of packages names them all in one 400, and
+    once they are installed the next create works, with no restart."""
+
+    server_options = {"imports": ("gymhttp_test_needy_wrap",)}
+
+    def setUp(self):
+        self.folder = tempfile.mkdtemp(prefix="gymhttp-needy-")
+        self.addCleanup(shutil.rmtree, self.folder, True)
+        for name, text in (("gymhttp_test_needy", NEEDY_ENV), ("gymhttp_test_needy_wrap", NEEDY_WRAPPER)):
+            with open(os.path.join(self.folder, f"{name}.py"), "w") as f:
+                f.write(text)
+        sys.path.insert(0, self.folder)
+        self.addCleanup(sys.path.remove, self.folder)
+        self.addCleanup(lambda: [sys.modules.pop(m, None) for m in list(sys.modules) if m.startswith("gymhttp_")
+                                 and m not in ("gymhttp",)])
+        if "GymHTTPTest/Needy-v0" not in gymnasium.registry:
+            gymnasium.register("GymHTTPTest/Needy-v0", entry_point="gymhttp_test_needy:Env", disable_env_checker=True)
+        super().setUp()  # the server's processes see the folder
+
+    def install(self, *names):
+        for name in names:
+            os.makedirs(os.path.join(self.folder, name), exist_ok=True)
+            with open(os.path.join(self.folder, name, "__init__.py"), "w") as f:
+                f.write("thing = x = 1\n")
+            with open(os.path.join(self.folder, name, "sub.py"), "w") as f:
+                f.write("")
+
+    def test_every_missing_package_is_named_at_once_and_no_restart_is_needed(self):
+        wanted = ("gymhttp_absent_alpha", "gymhttp_absent_beta", "gymhttp_absent_gamma")
+        message = self.assertError(self.post("/v1/envs/", {"env_id": "GymHTTPTest/Needy-v0"}), 400,
+                                   "GymHTTPTest/Needy-v0", *wanted, "pip install " + " ".join(wanted), "no restart")
+        self.assertNotIn("then restart", message)
+        self.install(*wanted[:2])
+        self.assertError(self.post("/v1/envs/", {"env_id": "GymHTTPTest/Needy-v0"}), 400, "gymhttp_absent_gamma")
+        self.install(wanted[2])
+        self.create("GymHTTPTest/Needy-v0")  # installed while the server ran: found
+
+    def test_a_wrapper_that_imports_lazily_names_what_it_imports(self):
+        spec = {"env_id": "CartPole-v1", "wrappers": [{"entry_point": "gymhttp_test_needy_wrap:NeedyWrapper"}]}
+        self.assertError(self.post("/v1/envs/", spec), 400, "NeedyWrapper", "gymhttp_absent_delta, gymhttp_absent_epsilon")
+        self.install("gymhttp_absent_delta", "gymhttp_absent_epsilon")
+        iid = self.create(**spec)
+        self.assertEqual(self.get(f"/v1/envs/{iid}/")[2]["spec"]["additional_wrappers"][0]["name"], "NeedyWrapper")
+
+
 class TestModuleIds(ServerTestCase):
     def test_module_ids_need_import(self):
         sys.modules.pop("this", None)
@@ -2803,8 +2964,8 @@ class TestEdge(ServerTestCase):
         self.assertEqual(status, 200)  # a surrogate pair is one character
 
     def test_a_missing_package_is_a_400_that_says_what_to_install(self):
-        self.assertError(self.post("/v1/envs/", {"env_id": "GymV26Environment-v0"}), 400, "shimmy", "install")
-        self.assertError(self.post("/v1/envs/", {"env_id": "CarRacing-v3"}), 400, "box2d", "install")
+        message = self.assertError(self.post("/v1/envs/", {"env_id": "GymV26Environment-v0"}), 400, "shimmy", "pip install")
+        self.assertNotIn("then restart", message)
         self.assertServing()
 
     def test_human_render_mode_is_refused_with_what_to_do_instead(self):
@@ -3395,8 +3556,8 @@ class TestRemoteEnv(ServerTestCase):
                 for action in actions:
                     got, want = remote.step(action), local.step(action)
                     self.assertSameValue(remote.observation_space, got[0], want[0])
-                    self.assertIsInstance(got[1], float)
-                    self.assertEqual(got[1:4], (float(want[1]), bool(want[2]), bool(want[3])))
+                    self.assertIs(type(got[1]), type(want[1]))  # an int stays an int, np.float64 np.float64
+                    self.assertEqual(got[1:4], (want[1], bool(want[2]), bool(want[3])))
                     if want[2] or want[3]:
                         break
 
@@ -3845,10 +4006,25 @@ class TestWatching(ServerTestCase):
         self.assertError(self.get(f"/v1/envs/{fresh}/render/"), 409, "reset")
         self.post(f"/v1/envs/{fresh}/reset/")
         self.assertError(self.get(f"/v1/envs/{fresh}/render/?index=0"), 400, "index", "drop it")
-        listed = self.create(kwargs={"render_mode": "rgb_array_list"})
-        self.assertError(self.get(f"/v1/envs/{listed}/render/"), 400, "rgb_array_list")
         self.assertError(self.get("/v1/envs/nope/render/"), 400, "nope")
         self.assertServing()
+
+    def test_other_render_modes_send_their_frames_as_arrays(self):
+        listed = self.create(kwargs={"render_mode": "rgb_array_list"})
+        local = gymnasium.make("CartPole-v1", render_mode="rgb_array_list")
+        self.post(f"/v1/envs/{listed}/reset/", {"seed": 4})
+        local.reset(seed=4)
+        for action in (0, 1):
+            self.post(f"/v1/envs/{listed}/step/", {"action": action})
+            local.step(action)
+        status, resp, reply = self.get(f"/v1/envs/{listed}/render/")
+        self.assertEqual((status, resp.getheader("Content-Type")), (200, "application/json"))
+        frames = client.decode_envelopes(reply["frame"])
+        want = local.render()
+        self.assertEqual(len(frames), len(want))
+        for got, frame in zip(frames, want):
+            self.assertEqual(got.dtype, np.uint8)
+            np.testing.assert_array_equal(got, frame)
 
     def test_vector_render_one_sub_env(self):
         for mode in ("sync", "vector_entry_point"):
