@@ -796,13 +796,14 @@ class SpaceLink:
     Dict keys and Tuple indices down to it.  A :class:`RemoteSpace` asks the
     server through it what it cannot tell itself."""
 
-    __slots__ = ("client", "instance_id", "space", "path")
+    __slots__ = ("client", "instance_id", "space", "path", "typed")
 
-    def __init__(self, client: Client, instance_id: str, space: str, path: tuple = ()):
+    def __init__(self, client: Client, instance_id: str, space: str, path: tuple = (), typed: bool = False):
         self.client, self.instance_id, self.space, self.path = client, instance_id, space, tuple(path)
+        self.typed = typed  # the instance sends values with their types (encoding "typed")
 
     def child(self, step: Any) -> SpaceLink:
-        return SpaceLink(self.client, self.instance_id, self.space, self.path + (step,))
+        return SpaceLink(self.client, self.instance_id, self.space, self.path + (step,), self.typed)
 
 
 def space_from_description(info: dict, link: SpaceLink | None = None) -> Any:
@@ -878,8 +879,8 @@ def _from_wire(space: Any, value: Any, typed: bool = False) -> Any:
         return value if typed else space.dtype.type(value)
     if isinstance(space, spaces.Tuple):
         return tuple(_from_wire(s, v, typed) for s, v in zip(space.spaces, value))
-    if isinstance(space, spaces.Dict):
-        return {k: _from_wire(s, value[k], typed) for k, s in space.spaces.items()}
+    if isinstance(space, spaces.Dict):  # in the order the env gave the keys
+        return {k: _from_wire(space.spaces[k], v, typed) for k, v in value.items()}
     if isinstance(space, spaces.Sequence):
         if space.stack:
             return _from_wire(space.stacked_feature_space, value, typed)
@@ -890,7 +891,7 @@ def _from_wire(space: Any, value: Any, typed: bool = False) -> Any:
         arrays = {k: None if value.get(k) is None else np.array(value[k]) for k in ("nodes", "edges", "edge_links")}
         return spaces.GraphInstance(**arrays)
     from_wire = getattr(space, "from_wire", None)  # a RemoteSpace
-    return from_wire(value) if from_wire is not None else value
+    return from_wire(value) if from_wire is not None and not typed else value
 
 
 def _to_wire(value: Any) -> Any:
@@ -1088,10 +1089,11 @@ def _build_remote_classes() -> dict:
             """A space of the instance (and its single-env space), rebuilt."""
             route = f"/v1/envs/{quote(self.instance_id, safe='')}/{which}_space/?compact=true"
             reply = self._client._get_request(route)
-            space = space_from_description(reply["info"], SpaceLink(self._client, self.instance_id, which))
+            space = space_from_description(reply["info"], SpaceLink(self._client, self.instance_id, which, (), self._typed))
             if not vector:
                 return space, None
-            return space, space_from_description(reply["single_info"], SpaceLink(self._client, self.instance_id, f"single_{which}"))
+            single = SpaceLink(self._client, self.instance_id, f"single_{which}", (), self._typed)
+            return space, space_from_description(reply["single_info"], single)
 
         def _detach(self) -> None:
             """Close the instance on the server (twice is fine)."""
@@ -1254,9 +1256,10 @@ def _build_remote_classes() -> dict:
 
         def step(self, actions: Any) -> tuple:
             """One step of every sub-env, in one round trip."""
-            if isinstance(actions, np.ndarray):
-                actions = encode_array(np.ascontiguousarray(actions, dtype=self.action_space.dtype)
-                                       if getattr(self.action_space, "dtype", None) is not None else actions)
+            if isinstance(actions, np.ndarray) and getattr(self.action_space, "dtype", None) is not None:
+                actions = encode_array(np.ascontiguousarray(actions, dtype=self.action_space.dtype))
+            elif isinstance(actions, np.ndarray):  # one action per sub-env of a space with no dtype (a Tuple)
+                actions = _to_wire(list(actions))
             else:
                 actions = _to_wire(actions)
             reply = self._client._step(self._id(), actions, False)
@@ -1331,7 +1334,7 @@ def _build_remote_classes() -> dict:
                 return self.from_wire(copy.deepcopy(self.description["example"]))
             link, seed, self._seed = self._link, self._seed, None
             value = link.client.space_sample(link.instance_id, link.space, link.path, seed=seed)
-            return self.from_wire(value)
+            return value if link.typed else self.from_wire(value)
 
         def contains(self, x: Any) -> bool:
             """Whether ``x`` is a member, as the server's space says."""

@@ -725,11 +725,20 @@ def make_encoder(space: Any, encoding: str = "list") -> Callable[[Any], Any]:
             return lambda v: Raw(b"[" + b",".join(_encode_value(enc(x)) for enc, x in zip(parts, v)) + b"]")
         return lambda v: [enc(x) for enc, x in zip(parts, v)]
     if isinstance(space, spaces.Dict):
-        items = [(k, make_encoder(s, encoding)) for k, s in space.spaces.items()]
+        # In the value's own key order, which is the env's (the space's is sorted).
+        encoders = {k: make_encoder(s, encoding) for k, s in space.spaces.items()}
         if arrays:
-            keyed = [(_encode_fast(k).encode() + b":", enc, k) for k, enc in items]
-            return lambda v: Raw(b"{" + b",".join(key + _encode_value(enc(v[k])) for key, enc, k in keyed) + b"}")
-        return lambda v: {k: enc(v[k]) for k, enc in items}
+            keyed = {k: (_encode_fast(k).encode() + b":", enc) for k, enc in encoders.items()}
+
+            def dict_encoder(v):
+                parts = []
+                for k, x in v.items():
+                    key, enc = keyed[k]
+                    parts.append(key + _encode_value(enc(x)))
+                return Raw(b"{" + b",".join(parts) + b"}")
+
+            return dict_encoder
+        return lambda v: {k: encoders[k](x) for k, x in v.items()}
     if isinstance(space, spaces.Text):
         return str
     if isinstance(space, spaces.Sequence):

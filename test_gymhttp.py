@@ -274,6 +274,9 @@ class EvenNumbers(spaces.Space):
     def contains(self, x):
         return isinstance(x, (int, np.integer)) and not isinstance(x, bool) and 0 <= x < self.limit and x % 2 == 0
 
+    def __eq__(self, other):
+        return isinstance(other, EvenNumbers) and other.limit == self.limit
+
 
 class Word(spaces.Space):
     """A custom space of strings from a list, like MiniGrid's MissionSpace."""
@@ -288,6 +291,9 @@ class Word(spaces.Space):
 
     def contains(self, x):
         return x in self.words
+
+    def __eq__(self, other):
+        return isinstance(other, Word) and other.words == self.words
 
 
 class Pixels(spaces.Box):
@@ -3818,6 +3824,348 @@ class TestRemoteVectorEnv(ServerTestCase):
         with self.assertRaises(TypeError):
             pickle.dumps(remote)
         self.assertEqual(pickle.loads(pickle.dumps(remote.spec)), remote.spec)
+
+
+# ---------------------------------------------------------------------------
+# Custom spaces, server-side wrappers, and the env suites people train on,
+# each compared step for step with the same env made locally
+# ---------------------------------------------------------------------------
+
+
+class SameAsLocal:
+    """Assertions that a value from the server is what the local env gave:
+    the same types all the way down (an int stays an int, an int8 array an
+    int8 array, a numpy scalar that scalar), and the same contents."""
+
+    def assertSameTyped(self, got, want, where="value"):
+        if isinstance(want, np.ndarray):
+            self.assertIs(type(got), np.ndarray, where)
+            self.assertEqual((got.dtype, got.shape), (want.dtype, want.shape), where)
+            if want.dtype == object:
+                for k, (g, w) in enumerate(zip(got, want)):
+                    self.assertSameTyped(g, w, f"{where}[{k}]")
+            else:
+                np.testing.assert_array_equal(got, want, where)
+        elif isinstance(want, dict):
+            self.assertIsInstance(got, dict, where)
+            self.assertEqual(list(got), list(want), where)
+            for key in want:
+                self.assertSameTyped(got[key], want[key], f"{where}[{key!r}]")
+        elif isinstance(want, (tuple, list)):
+            self.assertIsInstance(got, (tuple, list), where)  # JSON has one kind of sequence
+            self.assertEqual(len(got), len(want), where)
+            for k, (g, w) in enumerate(zip(got, want)):
+                self.assertSameTyped(g, w, f"{where}[{k}]")
+        else:
+            self.assertIs(type(got), type(want), f"{where}: {got!r} against {want!r}")
+            if want == want:  # NaN is NaN
+                self.assertEqual(got, want, where)
+
+    def assertStepsLikeLocal(self, remote, local, actions, seed=0, where=""):
+        """Reset both with ``seed``, then take ``actions``; every return of
+        every call the same.  Returns the number of steps taken."""
+        got, want = remote.reset(seed=seed), local.reset(seed=seed)
+        self.assertSameTyped(got[0], want[0], f"{where} reset observation")
+        self.assertSameTyped(got[1], want[1], f"{where} reset info")
+        for t, action in enumerate(actions):
+            got, want = remote.step(action), local.step(action)
+            for g, w, name in zip(got, want, ("observation", "reward", "terminated", "truncated", "info")):
+                self.assertSameTyped(g, w, f"{where} step {t} {name}")
+            if not hasattr(local, "num_envs") and (want[2] or want[3]):
+                return t + 1
+        return len(actions)
+
+    def assertChecksLikeLocal(self, remote, local, **kwargs):
+        """check_env passes on the remote env, and warns of nothing that it
+        does not warn of locally (the remote twin is not wrapped: fewer)."""
+        from gymnasium.utils.env_checker import check_env
+
+        def warned(env, **kw):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                check_env(env, **kw)
+            return {re.sub(r"\x1b\[[0-9;]*m", "", str(w.message)) for w in caught}
+
+        extra = warned(remote) - warned(local, **kwargs)
+        self.assertEqual(extra, set())
+
+
+def needs(module: str):
+    """Skip unless ``module`` (an env suite) is installed."""
+    return unittest.skipUnless(importlib.util.find_spec(module), f"{module} is not installed "
+                               "(pip install -r .ci/requirements-suites.txt)")
+
+
+class TestCustomSpaces(SameAsLocal, ServerTestCase):
+    def remote(self, env_id="GymHTTPTest/Custom-v0", **kwargs):
+        env = client.RemoteEnv(self.base, env_id, **kwargs)
+        self.addCleanup(env.close)
+        return env
+
+    def test_described_over_http_for_any_client(self):
+        iid = self.create("GymHTTPTest/Custom-v0")
+        info = self.get(f"/v1/envs/{iid}/observation_space/")[2]["info"]
+        even, word, pixels = (info["spaces"][k] for k in ("even", "word", "pixels"))
+        self.assertEqual(even, {"name": "EvenNumbers", "class": f"{__name__}:EvenNumbers", "shape": [], "dtype": "int64",
+                                "example": even["example"], "attributes": {"limit": 10}})
+        self.assertEqual(even["example"] % 2, 0)
+        self.assertEqual(word["attributes"], {"words": ["red", "green", "blue"]})
+        self.assertEqual((pixels["name"], pixels["class"], pixels["low"]), ("Box", f"{__name__}:Pixels", [0] * 4))
+        self.assertEqual(self.get(f"/v1/envs/{iid}/observation_space/?compact=true")[2]["info"]["spaces"]["pixels"]["low"], 0)
+        self.assertEqual(self.get(f"/v1/envs/{iid}/action_space/")[2]["info"]["attributes"], {"limit": 6})
+
+    def test_remote_env_rebuilds_them_and_the_server_judges_what_it_cannot(self):
+        env = self.remote()
+        obs = env.observation_space
+        self.assertEqual(type(obs["even"]).__name__, "RemoteSpace")
+        self.assertEqual(obs["even"].class_path, f"{__name__}:EvenNumbers")
+        self.assertIs(type(obs["pixels"]), spaces.Box)  # rebuilt as its kind
+        self.assertEqual(obs["pixels"], spaces.Box(0, 255, (2, 2), np.uint8))
+        for value, member in ((4, True), (3, False), (12, False), (np.int64(8), True), ("4", False)):
+            with self.subTest(even=value):
+                self.assertIs(obs["even"].contains(value), member)
+        for value, member in (("green", True), ("purple", False), (5, False)):
+            with self.subTest(word=value):
+                self.assertIs(obs["word"].contains(value), member)
+        observation, _ = env.reset(seed=3)
+        self.assertIn(observation, obs)
+        self.assertNotIn({**observation, "word": "purple"}, obs)
+        # sample() is the server's, seeded as a local space would be
+        local = gymnasium.make("GymHTTPTest/Custom-v0")
+        env.action_space.seed(11)
+        local.action_space.seed(11)
+        self.assertEqual([env.action_space.sample() for _ in range(5)], [local.action_space.sample() for _ in range(5)])
+        self.assertIn(env.observation_space.sample()["word"], ["red", "green", "blue"])
+
+    def test_steps_and_checks_like_local(self):
+        env, local = self.remote(), gymnasium.make("GymHTTPTest/Custom-v0")
+        self.assertStepsLikeLocal(env, local, [0, 2, 4, 2, 0], seed=5)
+        self.assertChecksLikeLocal(env, local)
+        with self.assertRaises(client.ServerError) as caught:
+            env.step(3)
+        self.assertIn("not in the action space", caught.exception.message)
+
+    def test_vector_of_custom_spaces(self):
+        remote = client.RemoteVectorEnv(self.base, "GymHTTPTest/Custom-v0", 3, vectorization_mode="sync")
+        self.addCleanup(remote.close)
+        local = gymnasium.make_vec("GymHTTPTest/Custom-v0", num_envs=3, vectorization_mode="sync")
+        self.addCleanup(local.close)
+        self.assertEqual(type(remote.single_observation_space["word"]).__name__, "RemoteSpace")
+        self.assertEqual(len(remote.observation_space["word"]), 3)  # batched as Gymnasium batches a custom space
+        got, want = remote.reset(seed=2), local.reset(seed=2)
+        self.assertSameTyped(got[0], want[0])
+        for action in ([0, 2, 4], [4, 4, 0]):
+            got, want = remote.step(np.array(action)), local.step(np.array(action))
+            self.assertSameTyped(got[0], want[0])
+            self.assertSameTyped(got[1], want[1])
+        self.assertIn(got[0], remote.observation_space)
+
+    def test_a_copy_that_left_its_process_judges_alone(self):
+        import pickle
+
+        word = pickle.loads(pickle.dumps(self.remote().observation_space["word"]))
+        self.assertIn(word.sample(), ["red", "green", "blue"])  # the example
+        self.assertTrue(word.contains("anything"))  # a string: nothing more can be told here
+        self.assertFalse(word.contains(7))
+
+    def test_bad_space_requests_say_what_to_fix(self):
+        iid = self.create("GymHTTPTest/Custom-v0")
+        post = lambda route, body: self.post(f"/v1/envs/{iid}/spaces/{route}", body)  # noqa: E731
+        self.assertError(post("sample", {"space": "observaton"}), 400, "'space'", "did you mean 'observation'")
+        self.assertError(post("sample", {"space": "single_action"}), 400, "'space'")  # not a vector
+        self.assertError(post("sample", {"space": "observation", "path": ["colour"]}), 400, "colour", "leads nowhere")
+        self.assertError(post("sample", {"space": "observation", "path": [{"a": 1}]}), 400, "'path'")
+        self.assertError(post("contains", {"space": "observation", "path": ["word"]}), 400, "'value'")
+        self.assertError(post("sample", {"seed": -1}), 400, "'seed'")
+        self.assertEqual(post("contains", {"space": "observation", "path": ["word"], "value": "red"})[2], {"member": True})
+        self.assertEqual(post("sample", {"space": "action", "seed": 1})[2], post("sample", {"space": "action", "seed": 1})[2])
+        self.assertServing()
+
+
+def make_wrapped(env_id, wrappers, **kwargs):
+    """gymnasium.make, then the wrappers of a create's "wrappers", locally."""
+    env = gymnasium.make(env_id, **kwargs)
+    for wrapper in wrappers:
+        wrapper = {"name": wrapper} if isinstance(wrapper, str) else wrapper
+        env = getattr(gymnasium.wrappers, wrapper["name"])(env, **wrapper.get("kwargs", {}))
+    return env
+
+
+class TestWrappers(SameAsLocal, ServerTestCase):
+    STACK = [{"name": "FrameStackObservation", "kwargs": {"stack_size": 3}}, {"name": "TimeAwareObservation"}]
+
+    def test_applied_in_order_in_the_instance_and_described(self):
+        iid = self.create("CartPole-v1", wrappers=self.STACK)
+        local = make_wrapped("CartPole-v1", self.STACK)
+        info = self.get(f"/v1/envs/{iid}/observation_space/")[2]["info"]
+        self.assertEqual(client.space_from_description(info), local.observation_space)
+        spec = self.get(f"/v1/envs/{iid}/")[2]["spec"]
+        self.assertEqual(spec["additional_wrappers"], [{"name": w.name, "entry_point": w.entry_point, "kwargs": w.kwargs}
+                                                       for w in local.spec.additional_wrappers])
+        self.assertEqual(spec["max_episode_steps"], 500)
+
+    def test_remote_env_steps_like_the_wrapped_local_env(self):
+        wrappers = [*self.STACK, {"name": "ClipReward", "kwargs": {"max_reward": 0.5}}]
+        remote = client.RemoteEnv(self.base, "CartPole-v1", wrappers=wrappers, max_episode_steps=30)
+        self.addCleanup(remote.close)
+        local = make_wrapped("CartPole-v1", wrappers, max_episode_steps=30)
+        self.assertEqual(remote.observation_space, local.observation_space)
+        self.assertLess(self.assertStepsLikeLocal(remote, local, [1] * 40, seed=3), 40)  # through an episode's end
+        again = gymnasium.make(remote.spec)  # the spec remakes the wrapped remote env
+        self.addCleanup(again.close)
+        self.assertEqual(again.observation_space, local.observation_space)
+        stats = client.RemoteEnv(self.base, "CartPole-v1", wrappers=["RecordEpisodeStatistics"])
+        self.addCleanup(stats.close)
+        stats.reset(seed=0)
+        while not (ended := stats.step(1))[2]:
+            pass
+        episode = ended[4]["episode"]  # its elapsed time differs from a local run's; its types do not
+        self.assertEqual({k: type(v) for k, v in episode.items()}, {"r": float, "l": int, "t": float})
+
+    def test_gymnasium_wrapper_specs_and_classes_are_taken(self):
+        local = make_wrapped("CartPole-v1", self.STACK)
+        remote = client.RemoteEnv(self.base, "CartPole-v1", wrappers=list(local.spec.additional_wrappers))
+        self.addCleanup(remote.close)
+        self.assertEqual(remote.observation_space, local.observation_space)
+        flat = client.RemoteEnv(self.base, "GymHTTPTest/Dict-v0", wrappers=[gymnasium.wrappers.FlattenObservation])
+        self.addCleanup(flat.close)
+        self.assertEqual(flat.observation_space, spaces.flatten_space(DICT_OBS))
+
+    def test_vectors_wrap_each_sub_env_as_make_vec_does(self):
+        wrappers = [{"name": "TimeAwareObservation"}, {"name": "ClipReward", "kwargs": {"max_reward": 0.25}}]
+        remote = client.RemoteVectorEnv(self.base, "CartPole-v1", 3, vectorization_mode="sync", wrappers=wrappers)
+        self.addCleanup(remote.close)
+        local = gymnasium.make_vec("CartPole-v1", 3, vectorization_mode="sync", wrappers=[
+            gymnasium.wrappers.TimeAwareObservation, lambda env: gymnasium.wrappers.ClipReward(env, max_reward=0.25)])
+        self.addCleanup(local.close)
+        self.assertEqual(remote.single_observation_space, local.single_observation_space)
+        self.assertStepsLikeLocal(remote, local, [np.array([t % 2, 1, 0]) for t in range(30)], seed=1)
+
+    def test_refusals_name_the_wrapper_and_what_to_do(self):
+        create = lambda wrappers, **kw: self.post("/v1/envs/", {"env_id": "CartPole-v1", "wrappers": wrappers, **kw})  # noqa: E731
+        self.assertError(create("FlattenObservation"), 400, "'wrappers'", "list")
+        self.assertError(create([{"name": "FrameStack"}]), 400, "wrappers[0]", "did you mean FrameStackObservation")
+        self.assertError(create([{"name": "TimeAwareObservaton"}]), 400, "did you mean TimeAwareObservation")
+        self.assertError(create(["TimeAwareObservation", {"entry_point": "os:system"}]), 400, "wrappers[1]", "--import os")
+        self.assertError(create([{"entry_point": "gymnasium.wrappers:NoSuchWrapper"}]), 400, "NoSuchWrapper")
+        self.assertError(create([{"entry_point": "no-colon"}]), 400, "'module:Class'")
+        self.assertError(create([{"name": "ClipReward", "kwargs": {"no_such": 1}}]), 400, "ClipReward", "wrappers[0]", "no_such")
+        self.assertError(create([{"name": "ClipReward", "kwargz": {}}]), 400, "kwargz", "did you mean 'kwargs'")
+        self.assertError(create([{"name": "ClipReward", "kwargs": {"env": 1}}]), 400, "'env'")
+        self.assertError(create([{"name": 3}]), 400, "wrappers[0].name")
+        self.assertError(create([{"name": "RecordVideo", "kwargs": {"video_folder": "/tmp/x"}}]), 400, "monitor/start")
+        self.assertError(create(["HumanRendering"]), 400, "dashboard")
+        self.assertError(create(["TimeAwareObservation"], num_envs=2), 400, "vector entry point", '"vectorization_mode": "sync"')
+        self.assertError(create(["TimeAwareObservation"] * 65), 400, "at most 64")
+        self.assertEqual(self.client.env_list_all(), {})  # nothing was left made
+        ok = self.create("CartPole-v1", wrappers=[{"entry_point": "gymnasium.wrappers.common:RecordEpisodeStatistics"}])
+        self.assertIn(ok, self.client.env_list_all())
+        self.assertServing()
+
+
+class TestWrappersInThreads(TestWrappers):
+    server_options = {"isolation": "thread"}
+
+
+class TestSuites(SameAsLocal, ServerTestCase):
+    """Atari, MuJoCo, MiniGrid, Box2D and Taxi through the server, step for
+    step against the same env made locally."""
+
+    @classmethod
+    def setUpClass(cls):
+        for suite in ("ale_py", "minigrid"):  # they register their envs on import; the server forks after that
+            if importlib.util.find_spec(suite):
+                module = importlib.import_module(suite)
+                if suite == "ale_py":
+                    gymnasium.register_envs(module)
+
+    def pair(self, env_id, num_envs=0, wrappers=(), **kwargs):
+        """The env through the server and made here (a sync vector of ``num_envs``)."""
+        if num_envs:
+            remote = client.RemoteVectorEnv(self.base, env_id, num_envs, vectorization_mode="sync", **kwargs)
+            local = gymnasium.make_vec(env_id, num_envs, vectorization_mode="sync", **kwargs)
+        else:
+            remote = client.RemoteEnv(self.base, env_id, wrappers=list(wrappers), **kwargs)
+            local = make_wrapped(env_id, wrappers, **kwargs)
+        self.addCleanup(remote.close)
+        self.addCleanup(local.close)
+        return remote, local
+
+    @needs("ale_py")
+    def test_pong_raw(self):
+        remote, local = self.pair("ALE/Pong-v5")
+        self.assertEqual(remote.observation_space, local.observation_space)
+        rng = np.random.default_rng(0)
+        self.assertStepsLikeLocal(remote, local, rng.integers(0, 6, 60).tolist(), seed=4)
+        info = self.get(f"/v1/envs/{remote.instance_id}/observation_space/?compact=true")[1]
+        self.assertLess(int(info.getheader("Content-Length")), 1000)  # 605 KB when flattened, as old clients get it
+        self.assertGreater(len(json.dumps(self.client.env_observation_space_info(remote.instance_id))), 600_000)
+
+    @needs("ale_py")
+    @needs("cv2")
+    def test_pong_preprocessed_on_the_server(self):
+        wrappers = [{"name": "AtariPreprocessing"}, {"name": "FrameStackObservation", "kwargs": {"stack_size": 4}}]
+        remote, local = self.pair("ALE/Pong-v5", frameskip=1, wrappers=wrappers)
+        self.assertEqual(remote.observation_space, spaces.Box(0, 255, (4, 84, 84), np.uint8))
+        self.assertEqual(remote.observation_space, local.observation_space)
+        rng = np.random.default_rng(1)
+        self.assertStepsLikeLocal(remote, local, rng.integers(0, 6, 40).tolist(), seed=9)
+        refused = self.post("/v1/envs/", {"env_id": "ALE/Pong-v5", "wrappers": ["AtariPreprocessing"]})
+        self.assertError(refused, 400, "AtariPreprocessing", '"frameskip": 1')
+
+    @needs("mujoco")
+    def test_half_cheetah_renders_on_a_server_started_without_mujoco_gl(self):
+        env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY")}
+        proc = subprocess.Popen([sys.executable, "gymhttp.py", "-p", "0"], cwd=HERE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, env=env)
+        self.addCleanup(lambda: (proc.poll() is None and proc.kill(), proc.wait(10), proc.stdout.close()))
+        url = wait_for_line(proc).split(" serving on ")[1].split()[0].rstrip("/")
+        self.assertRegex(wait_for_line(proc), r"MuJoCo renders with MUJOCO_GL=(egl|osmesa)")
+        remote = client.RemoteEnv(url, "HalfCheetah-v5", render_mode="rgb_array")
+        self.addCleanup(remote.close)
+        local = gymnasium.make("HalfCheetah-v5", render_mode="rgb_array")  # here, MUJOCO_GL is the test server's pick
+        self.addCleanup(local.close)
+        actions = [np.full(6, (-1) ** t * 0.5, np.float32) for t in range(20)]
+        self.assertStepsLikeLocal(remote, local, actions, seed=2)
+        frame = remote.render()
+        self.assertEqual((frame.dtype, frame.shape), (np.uint8, (480, 480, 3)))
+        np.testing.assert_array_equal(frame, local.render())
+        self.assertChecksLikeLocal(remote, local, skip_render_check=True)
+        self.assertEqual(remote.metadata["render_modes"], ["rgb_array", "depth_array", "rgbd_tuple", "human"])
+        depth = client.RemoteEnv(url, "HalfCheetah-v5", render_mode="depth_array")
+        self.addCleanup(depth.close)
+        depth.reset(seed=0)
+        self.assertEqual((depth.render().dtype, depth.render().shape), (np.float32, (480, 480)))
+        client.Client(url).shutdown_server()
+        self.assertEqual(proc.wait(20), 0)
+
+    @needs("minigrid")
+    def test_minigrid_through_remote_env_and_check_env(self):
+        remote, local = self.pair("MiniGrid-Empty-5x5-v0")
+        self.assertEqual(type(remote.observation_space["mission"]).__name__, "RemoteSpace")
+        self.assertChecksLikeLocal(remote, local)
+        self.assertStepsLikeLocal(remote, local, [2, 2, 1, 2, 2, 0, 2], seed=1)
+        vector, local_vector = self.pair("MiniGrid-Empty-5x5-v0", 2)
+        self.assertStepsLikeLocal(vector, local_vector, [np.array([2, 1])] * 5, seed=1)
+
+    @needs("Box2D")
+    def test_lunar_lander(self):
+        remote, local = self.pair("LunarLander-v3")
+        rng = np.random.default_rng(2)
+        self.assertStepsLikeLocal(remote, local, rng.integers(0, 4, 200).tolist(), seed=6)
+
+    def test_taxi_info_keeps_its_types(self):
+        remote, local = self.pair("Taxi-v4")
+        self.assertStepsLikeLocal(remote, local, [0, 1, 2, 3, 4, 5], seed=0)
+        _, _, _, _, info = remote.step(1)
+        self.assertEqual((type(info["action_mask"]), info["action_mask"].dtype), (np.ndarray, np.int8))
+        vector, local_vector = self.pair("Taxi-v4", 3)
+        self.assertStepsLikeLocal(vector, local_vector, [np.array([0, 1, 2])] * 4, seed=0)
+        iid = self.create("Taxi-v4", encoding="base64")  # over plain HTTP: an envelope
+        mask = self.post(f"/v1/envs/{iid}/reset/", {"seed": 0})[2]["info"]["action_mask"]
+        self.assertEqual((mask["dtype"], mask["shape"]), ("int8", [6]))
+        plain = self.create("Taxi-v4")
+        self.assertEqual(self.post(f"/v1/envs/{plain}/reset/", {"seed": 0})[2]["info"]["action_mask"], [1, 1, 0, 0, 0, 0])
 
 
 def png_pixels(data: bytes) -> np.ndarray:
