@@ -1537,7 +1537,8 @@ class EnvSide:
             elif isinstance(space, spaces.Graph) and step in ("node_space", "edge_space"):
                 part = getattr(space, step)
             if part is None:
-                raise bad_request(f"Parameter 'path' {short(path)} leads nowhere: step {depth} ({short(step)}) is not a part of {space}")
+                raise bad_request(f"Parameter 'path' {short(path)} leads nowhere: step {depth} ({short(step)}) is not a "
+                                  f"part of {cut(str(space), MAX_ECHO)}")
             space = part
         return space
 
@@ -4734,8 +4735,10 @@ function makeCard(d) {
     card.view = view;
   } else {
     view.className = "hint";
-    view.innerHTML = "No live frame: made without <code>render_mode</code>. Create with " +
+    const made = d.render_mode ? "its render_mode, <code></code>, draws no picture" : "made without <code>render_mode</code>";
+    view.innerHTML = "No live frame: " + made + ". Create with " +
       "<code>\"kwargs\": {\"render_mode\": \"rgb_array\"}</code> to watch it.";
+    if (d.render_mode) view.querySelector("code").textContent = d.render_mode;  // text, never markup
   }
   return card;
 }

@@ -2076,6 +2076,10 @@ class TestBenchmark(unittest.TestCase):
                     "instance process's own", "client.RemoteEnv", "client.RemoteVectorEnv (a VectorEnv), 64",
                     "the step done in a child process", "writing the reply to the client's socket itself"):
             self.assertIn(row, out.stdout)
+        if importlib.util.find_spec("ale_py") and importlib.util.find_spec("cv2"):
+            for row in ("Pong (ALE/Pong-v5), raw 210x160x3 frames, in-process", "AtariPreprocessing + 4-frame stack, in-process",
+                        "client.RemoteEnv (wrappers on the server), --isolation process"):
+                self.assertIn(row, out.stdout)
         self.assertIn("| target | measured | wanted | met |", out.stdout)
 
 

@@ -1,4 +1,5 @@
-"""Environments the benchmark registers on the server (via --import bench_envs)."""
+"""Environments the benchmark registers on the server (via --import bench_envs),
+and the Atari games of ale-py where it is installed."""
 
 import time
 
@@ -73,3 +74,10 @@ class HeavyEnv(CostlyStepEnv):
 gymnasium.register("Bench/AtariSized-v0", entry_point=AtariSizedEnv, disable_env_checker=True)
 gymnasium.register("Bench/Heavy-v0", entry_point=HeavyEnv, disable_env_checker=True)
 gymnasium.register("Bench/Sleepy-v0", entry_point=SleepyEnv, disable_env_checker=True)
+
+try:  # Atari, for the rows on real frames (ale-py ships its ROMs)
+    import ale_py
+except ImportError:
+    ale_py = None
+else:
+    gymnasium.register_envs(ale_py)

@@ -12,6 +12,7 @@ targets are stated in.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ sys.path.insert(0, HERE)
 import gymnasium  # noqa: E402
 import numpy as np  # noqa: E402
 
+import bench_envs  # noqa: E402  (registers Atari here too, for the in-process rows)
 import client  # noqa: E402
 
 # The floor: an echo server in another process.  With "poll" it busy-polls
@@ -189,6 +191,42 @@ def alternating_steps(env: Any) -> Callable[[], None]:
             env.reset()
 
     return step
+
+
+def cycling_steps(env: Any, actions: int) -> Callable[[], None]:
+    """One step of ``env`` per call, its actions 0..actions-1 in turn,
+    resetting where an episode ends."""
+    state = {"t": 0}
+
+    def step():
+        state["t"] += 1
+        _, _, terminated, truncated, _ = env.step(state["t"] % actions)
+        if terminated or truncated:
+            env.reset()
+
+    return step
+
+
+PONG_WRAPPERS = [{"name": "AtariPreprocessing"}, {"name": "FrameStackObservation", "kwargs": {"stack_size": 4}}]
+
+
+def pong(url: str | None, seconds: float, preprocessed: bool) -> float:
+    """Steps/s of Pong, raw or preprocessed (AtariPreprocessing and a stack of
+    4 frames, applied where the env is): in-process, or through
+    client.RemoteEnv from the server at ``url``."""
+    kwargs = {"frameskip": 1} if preprocessed else {}
+    wrappers = PONG_WRAPPERS if preprocessed else []
+    if url is None:
+        env = gymnasium.make("ALE/Pong-v5", **kwargs)
+        for wrapper in wrappers:
+            env = getattr(gymnasium.wrappers, wrapper["name"])(env, **wrapper.get("kwargs", {}))
+    else:
+        env = client.RemoteEnv(url, "ALE/Pong-v5", wrappers=wrappers, **kwargs)
+    env.reset(seed=0)
+    try:
+        return rate(cycling_steps(env, 6), seconds)
+    finally:
+        env.close()
 
 
 def in_process(seconds: float) -> float:
@@ -567,6 +605,27 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("210x160x3 uint8 frames, list", f"{frames['list']:,.1f} steps/s", ""))
         rows.append(("210x160x3 uint8 frames, base64", f"{frames['base64']:,.1f} steps/s", f"{frames['base64'] / frames['list']:.1f} x list"))
         check("frames base64 / list", frames["base64"] / frames["list"], ">= 10", frames["base64"] / frames["list"] >= 10)
+        if bench_envs.ale_py is None:
+            rows.append(("Pong (ALE/Pong-v5)", "ale-py not installed", ""))
+        else:  # real Atari frames: raw, and preprocessed on the server
+            for preprocessed in (False, True):
+                if preprocessed and importlib.util.find_spec("cv2") is None:
+                    rows.append(("Pong preprocessed", "opencv-python-headless not installed", ""))
+                    continue
+                atari_best: dict[str, float] = {}
+                for _ in range(rounds):
+                    for name, address in (("local", None), ("process", url), ("thread", threads_url)):
+                        atari_best[name] = max(atari_best.get(name, 0.0), pong(address, seconds, preprocessed))
+                what = "Pong, AtariPreprocessing + 4-frame stack" if preprocessed else "Pong (ALE/Pong-v5), raw 210x160x3 frames"
+                where = "wrappers on the server" if preprocessed else "base64"
+                rows.append((f"{what}, in-process", f"{atari_best['local']:,.0f} steps/s", ""))
+                for name in ("process", "thread"):
+                    ratio = atari_best[name] / atari_best["local"]
+                    rows.append((f"the same through client.RemoteEnv ({where}), --isolation {name}",
+                                 f"{atari_best[name]:,.0f} steps/s", f"{ratio:.2f} x in-process"))
+                if preprocessed:
+                    ratio = atari_best["process"] / atari_best["local"]
+                    check("preprocessed Pong, RemoteEnv / in-process", ratio, ">= 0.5", ratio >= 0.5)
         cart8 = parallel(url, "CartPole-v1", 8, seconds)
         rows.append(("8 clients on 8 CartPole instances, aggregate", f"{cart8:,.0f} steps/s", f"{cart8 / single:.2f} x one client"))
         sleepy_seq = sequential(url, "Bench/Sleepy-v0", 8, max(seconds, 0.5))

@@ -10,7 +10,10 @@ PyTorch); start a server (``python gymhttp.py``), then:
 ``client.RemoteVectorEnv``, so that each PPO rollout step is one round trip
 for all the sub-envs.  SB3 resets a sub-env as soon as it is done and wants
 its last observation in ``infos[i]["terminal_observation"]``: that is
-Gymnasium's SameStep autoreset, whose ``final_obs`` it is.
+Gymnasium's SameStep autoreset, whose ``final_obs`` it is.  SB3 logs
+``rollout/ep_rew_mean`` from ``infos[i]["episode"]``, which Gymnasium's
+``RecordEpisodeStatistics`` wrapper, applied on the server to each sub-env,
+puts in each ended episode's final info.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class RemoteVecEnv(VecEnv):
     """An SB3 VecEnv backed by one vector instance on a gymhttp server."""
 
     def __init__(self, url: str, env_id: str, num_envs: int, **make_kwargs: Any):
-        self.envs = RemoteVectorEnv(url, env_id, num_envs, vectorization_mode="sync",
+        self.envs = RemoteVectorEnv(url, env_id, num_envs, vectorization_mode="sync", wrappers=["RecordEpisodeStatistics"],
                                     vector_kwargs={"autoreset_mode": "SameStep"}, **make_kwargs)
         super().__init__(num_envs, self.envs.single_observation_space, self.envs.single_action_space)
         self._actions: np.ndarray | None = None
@@ -56,6 +59,8 @@ class RemoteVecEnv(VecEnv):
         for k in np.flatnonzero(dones):
             infos[k]["terminal_observation"] = info["final_obs"][k]
             infos[k]["TimeLimit.truncated"] = bool(truncations[k] and not terminations[k])
+            episode = info["final_info"]["episode"]  # RecordEpisodeStatistics', one entry per sub-env
+            infos[k]["episode"] = {"r": float(episode["r"][k]), "l": int(episode["l"][k]), "t": float(episode["t"][k])}
         return observations, rewards.astype(np.float32), dones, infos
 
     def close(self) -> None:
@@ -115,16 +120,28 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     env = RemoteVecEnv(args.url, "CartPole-v1", args.envs)
     model = PPO("MlpPolicy", env, seed=0, device="cpu", verbose=1).learn(args.timesteps)
-    observations = env.reset()
-    total, episodes = 0.0, 0
-    while episodes < 20:
-        actions, _ = model.predict(observations, deterministic=True)
-        observations, rewards, dones, _ = env.step(actions)
-        total += rewards.sum()
-        episodes += int(dones.sum())
-    print(f"after {args.timesteps} timesteps: mean return {total / episodes:.1f} over {episodes} episodes")
+    returns = evaluate(model, env, episodes=20)
+    print(f"after {args.timesteps} timesteps: mean return {np.mean(returns):.1f} over {len(returns)} episodes "
+          f"(min {min(returns):.0f}, max {max(returns):.0f})")
     env.close()
     return 0
+
+
+def evaluate(model: PPO, env: VecEnv, episodes: int) -> list[float]:
+    """The returns of the first ``episodes`` episodes that end, each counted
+    from its own start: the ones still running when enough have ended count
+    for nothing."""
+    observations = env.reset()
+    running = np.zeros(env.num_envs)
+    returns: list[float] = []
+    while len(returns) < episodes:
+        actions, _ = model.predict(observations, deterministic=True)
+        observations, rewards, dones, _ = env.step(actions)
+        running += rewards
+        for k in np.flatnonzero(dones):
+            returns.append(float(running[k]))
+            running[k] = 0.0
+    return returns[:episodes]
 
 
 if __name__ == "__main__":
