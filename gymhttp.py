@@ -119,6 +119,9 @@ MAX_REQUEST_LINE = 8192
 MAX_HEADER_LINE = 8192
 MAX_HEADERS = 100
 MAX_ECHO = 200  # characters of a client's value quoted back in a message
+MAX_JSON_DEPTH = 64  # arrays and objects nested in a request: deeper would recurse (pickling, encoding, envs)
+MAX_PATH_LENGTH = 4096  # bytes of a monitor directory's path, as Linux's PATH_MAX
+MAX_PATH_PARTS = 128  # its components: os.makedirs recurses once per missing one
 INFINITY_BOUND = 1e100  # how infinite Box bounds travel, as the original did
 ID_LENGTH = 8
 ENCODINGS = ("list", "base64", "typed")  # how an instance sends values (see "JSON encoding" below)
@@ -277,6 +280,18 @@ ENVELOPE_DTYPES = frozenset(
 )
 
 
+def safe_repr(value: Any) -> str:
+    """``repr(value)``, or what stands for it where repr fails: the hex digits
+    of an int too long to print in decimal, a note for a value nested too
+    deeply or whose ``__repr__`` raises."""
+    try:
+        return repr(value)
+    except Exception:  # ValueError (int too long), RecursionError, a broken __repr__
+        if isinstance(value, int):
+            return hex(value)
+        return f"<{type(value).__name__} that cannot be shown>"
+
+
 def _default(obj: Any) -> Any:
     """Hook for the JSON encoder: numpy values and anything else."""
     if isinstance(obj, np.ndarray):
@@ -287,7 +302,7 @@ def _default(obj: Any) -> Any:
         return list(obj)
     if isinstance(obj, spaces.GraphInstance):
         return {"nodes": obj.nodes, "edges": obj.edges, "edge_links": obj.edge_links}
-    return repr(obj)
+    return safe_repr(obj)
 
 
 _encode_fast = json.JSONEncoder(allow_nan=False, separators=(",", ":"), default=_default).encode
@@ -301,30 +316,48 @@ def _float_text(x: float) -> Any:
     return x
 
 
-def sanitize(value: Any, depth: int = 0) -> Any:
+def _key(key: Any) -> str:
+    """A dict key that is not a string, as a string."""
+    if isinstance(key, np.generic):
+        key = key.item()
+    if isinstance(key, int) and key.bit_length() >= 14_000:
+        return hex(key)
+    try:
+        return str(key)
+    except Exception:
+        return safe_repr(key)
+
+
+def sanitize(value: Any, depth: int = 0, _inside: set | None = None) -> Any:
     """Make any value strict-JSON-safe: non-finite floats become the strings
     ``"NaN"``/``"Infinity"``/``"-Infinity"``, keys become strings, and what JSON
-    cannot hold becomes its ``repr``."""
+    cannot hold becomes its ``repr``: a container that holds itself, one
+    nested past 64 levels, an int too long for decimal digits."""
     if depth > 64:
-        return repr(value)
-    if value is None or isinstance(value, (bool, int, str)):
+        return f"<{type(value).__name__} nested too deeply to send>" if isinstance(value, (dict, list, tuple)) else safe_repr(value)
+    if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, int):  # past Python's 4300 digits an int cannot be printed in decimal
+        return value if value.bit_length() < 14_000 else safe_repr(value)
     if isinstance(value, float):
         return _float_text(value)
-    if isinstance(value, dict):
-        return {
-            (k if isinstance(k, str) else str(k.item() if isinstance(k, np.generic) else k)):
-            sanitize(v, depth + 1)
-            for k, v in value.items()
-        }
-    if isinstance(value, (list, tuple)):
-        return [sanitize(v, depth + 1) for v in value]
+    if isinstance(value, (dict, list, tuple)):
+        inside = set() if _inside is None else _inside  # the containers we are in: one seen again is a cycle
+        if id(value) in inside:
+            return safe_repr(value)
+        inside.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {(k if isinstance(k, str) else _key(k)): sanitize(v, depth + 1, inside) for k, v in value.items()}
+            return [sanitize(v, depth + 1, inside) for v in value]
+        finally:
+            inside.discard(id(value))
     if isinstance(value, np.ndarray):
         if value.dtype.kind in "biu" or value.dtype == object:
             return sanitize(value.tolist(), depth + 1)
         if value.dtype.kind == "f":
             return sanitize(value.tolist(), depth + 1)
-        return repr(value)
+        return safe_repr(value)
     if isinstance(value, np.generic):
         return sanitize(value.item(), depth + 1)
     converted = _default(value)
@@ -347,7 +380,11 @@ def _encode_value(value: Any) -> bytes:
     try:
         return _encode_fast(value).encode()
     except (ValueError, TypeError, RecursionError):
+        pass
+    try:
         return json.dumps(sanitize(value), allow_nan=False, separators=(",", ":")).encode()
+    except (ValueError, TypeError, RecursionError):  # never reached, as far as we know: the value's repr then
+        return _encode_fast(safe_repr(value)).encode()
 
 
 def encode_json(payload: Any) -> bytes:
@@ -372,6 +409,27 @@ def _reject_constant(name: str) -> Any:
 
 
 _SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(text: bytes) -> int:
+    """How deep arrays and objects nest in JSON ``text`` (a bound, exact for
+    valid JSON), from the text alone: decoding it deeper would recurse."""
+    if text.count(b"[") + text.count(b"{") <= MAX_JSON_DEPTH:
+        return min(MAX_JSON_DEPTH, text.count(b"[") + text.count(b"{"))  # the usual case: no deeper than that
+    brackets = np.frombuffer(_JSON_STRING.sub(b"", text).translate(None, _NOT_BRACKETS), np.uint8)
+    if not brackets.size:
+        return 0
+    return int(np.cumsum(np.where((brackets == 91) | (brackets == 123), 1, -1)).max())  # 91 "[", 123 "{"
+
+
+def check_depth(text: bytes, what: str) -> None:
+    """A 400 for JSON nested past MAX_JSON_DEPTH, before anything walks it."""
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise bad_request(f"{what} nests arrays and objects {depth} deep; at most {MAX_JSON_DEPTH} levels are taken, "
+                          "for every field (kwargs, options, actions, wrappers)")
 _decode_strict = json.JSONDecoder(parse_constant=_reject_constant).decode  # built once: json.loads(**kw) builds one per call
 
 
@@ -383,9 +441,10 @@ def decode_json_body(body: bytes) -> dict:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise bad_request(f"Request body is not UTF-8 ({exc.reason} at byte {exc.start}); send UTF-8 JSON")
+    check_depth(body, "Request body")
     try:
         params = _decode_strict(text)
-    except RecursionError:
+    except RecursionError:  # not reached past check_depth, as far as we know
         raise bad_request("Request body is nested too deeply; flatten the JSON")
     except ValueError as exc:
         raise bad_request(f"Request body is not valid JSON: {cut(str(exc))}")
@@ -1486,6 +1545,7 @@ class EnvSide:
 
     def contains(self, text: str) -> bytes:
         """Whether the JSON ``text`` (from the path) is an action."""
+        check_depth(text.encode("utf-8", "surrogatepass"), "The action in the path")
         try:
             value = _decode_strict(text)
         except (ValueError, RecursionError):
@@ -3449,6 +3509,10 @@ def openapi_json() -> bytes:
 
 
 _STATUS_LINES = {status: f"HTTP/1.1 {status.value} {status.phrase}" for status in HTTPStatus}
+# Strict framing (RFC 9110, 9112): a lenient parser behind a lenient proxy is how request smuggling starts.
+_HTTP_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # every control character but HTAB
 # A chunk-size line: hex digits, chunk extensions (ignored), CRLF.
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[^\r\n]*)?\r\n")
 _OK_JSON = f"HTTP/1.1 200 OK\r\nContent-Type: {JSON_TYPE}\r\nContent-Length: %d\r\n\r\n".encode()
@@ -3574,9 +3638,12 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         if len(line) > MAX_REQUEST_LINE:
             return self._fail(HTTPStatus.REQUEST_URI_TOO_LONG, f"Request line longer than {MAX_REQUEST_LINE} bytes")
         words = line.split()
-        if len(words) != 3 or not words[2].startswith(b"HTTP/1."):
+        if len(words) != 3 or words[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
             if len(words) == 2 and words[0] == b"GET":  # HTTP/0.9: we don't speak it
                 return self._fail(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not supported; send HTTP/1.1")
+            if len(words) == 3 and _HTTP_VERSION.fullmatch(words[2]):
+                return self._fail(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
+                                  f"{short(words[2].decode('latin-1'))} is not supported; send HTTP/1.1 (or HTTP/1.0)")
             return self._fail(HTTPStatus.BAD_REQUEST, f"Malformed request line {short(line.decode('latin-1').rstrip())}")
         try:
             self.command = words[0].decode("ascii")
@@ -3601,12 +3668,20 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
             if total > MAX_HEADERS:
                 return self._fail(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"More than {MAX_HEADERS} headers")
             name, sep, value = raw.partition(b":")
-            if not sep or not name or name != name.strip():
+            if not sep or not _TOKEN.fullmatch(name):  # RFC 9110: a field name is a token; no space, no folding
                 return self._fail(HTTPStatus.BAD_REQUEST, f"Malformed header line {short(raw.decode('latin-1').rstrip())}")
-            key, text = name.decode("latin-1").lower(), value.strip().decode("latin-1")
+            value = value[:-2] if value.endswith(b"\r\n") else value.rstrip(b"\n")
+            if _CONTROL.search(value):
+                return self._fail(HTTPStatus.BAD_REQUEST, f"Header {short(name.decode('latin-1'))} holds a control "
+                                  "character; a field value may hold only visible characters, spaces and tabs")
+            key, text = name.decode("latin-1").lower(), value.strip(b" \t").decode("latin-1")  # only SP and HTAB around it
             if key == "content-length" and headers.get(key, text) != text:
                 return self._fail(HTTPStatus.BAD_REQUEST, "Conflicting Content-Length headers")
+            if key in ("host", "transfer-encoding") and key in headers:
+                return self._fail(HTTPStatus.BAD_REQUEST, f"Two {name.decode('latin-1')} headers; send one")
             headers[key] = text
+        if self.request_version == "HTTP/1.1" and "host" not in headers:
+            return self._fail(HTTPStatus.BAD_REQUEST, "An HTTP/1.1 request needs a Host header (RFC 9112)")
         self.parsed_headers = headers
         connection = headers.get("connection", "").lower()
         if self.request_version == "HTTP/1.0":
@@ -3841,6 +3916,10 @@ class GymHTTPServer(ThreadingHTTPServer):
             parts = urlsplit(peer)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"a peer must be a URL such as http://10.0.0.2:5000, not {peer!r}")
+        if allow_origins and not token:
+            raise ValueError("--allow-origin lets other sites' pages use the API, so it needs --token (or GYMHTTP_TOKEN): "
+                             "without one, any page its users open could create instances, write monitor files and "
+                             "shut the server down")
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         # Everything server_close() needs exists before binding, which may fail.
@@ -4169,6 +4248,12 @@ class GymHTTPServer(ThreadingHTTPServer):
         anywhere on loopback; under the working directory otherwise."""
         if "\x00" in directory:
             raise bad_request("Parameter 'directory' contains a NUL byte")
+        if len(directory.encode("utf-8", "surrogatepass")) > MAX_PATH_LENGTH:
+            raise bad_request(f"Parameter 'directory' is {len(directory)} characters long; a path may have at most "
+                              f"{MAX_PATH_LENGTH} bytes")
+        parts = [p for p in directory.split(os.sep) if p]
+        if len(parts) > MAX_PATH_PARTS:
+            raise bad_request(f"Parameter 'directory' has {len(parts)} path components; at most {MAX_PATH_PARTS} are taken")
         root = self.monitor_root
         if root is None and not self.loopback:
             root = os.path.realpath(os.getcwd())

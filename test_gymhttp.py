@@ -260,6 +260,39 @@ class MisbehavingEnv(gymnasium.Env):
 gymnasium.register("GymHTTPTest/Misbehaving-v0", entry_point=MisbehavingEnv, disable_env_checker=True)
 
 
+class UnencodableInfoEnv(gymnasium.Env):
+    """Steps fine; its info holds what JSON cannot carry: an int past Python's
+    4300-digit limit, a dict that holds itself, a list nested 900 deep, and an
+    object whose repr raises."""
+
+    observation_space = spaces.Discrete(3)
+    action_space = spaces.Discrete(2)
+
+    def _info(self):
+        cycle = {}
+        cycle["self"] = cycle
+        deep = inner = []
+        for _ in range(900):
+            inner.append([])
+            inner = inner[0]
+
+        class Unshowable:
+            def __repr__(self):
+                raise RuntimeError("no repr")
+
+        return {"huge": 10 ** 5000, "cycle": cycle, "deep": deep, "unshowable": Unshowable(), 10 ** 5000: "key", "fine": 7}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return 0, self._info()
+
+    def step(self, action):
+        return 1, 1.0, False, False, self._info()
+
+
+gymnasium.register("GymHTTPTest/UnencodableInfo-v0", entry_point=UnencodableInfoEnv, disable_env_checker=True)
+
+
 class EvenNumbers(spaces.Space):
     """A custom space, as suites define them: even Python ints below ``limit``.
     No client can tell a member from its type alone."""
@@ -1464,6 +1497,20 @@ class TestCommandLine(unittest.TestCase):
             self.assertIn(fragment, out.stderr)
             self.assertNotIn("Traceback", out.stderr)
 
+    def test_allowing_web_pages_needs_a_token(self):
+        env = {k: v for k, v in os.environ.items() if k != "GYMHTTP_TOKEN"}
+        out = subprocess.run([sys.executable, "gymhttp.py", "-p", "0", "--allow-origin", "*"], cwd=HERE, capture_output=True,
+                             text=True, timeout=30, env=env)
+        self.assertEqual(out.returncode, 2)
+        self.assertEqual(len(out.stderr.strip().splitlines()[-1:]), 1)
+        self.assertIn("needs --token", out.stderr)
+        self.assertNotIn("Traceback", out.stderr)
+        proc = self.run_server("-p", "0", "--allow-origin", "https://app.example", env=dict(env, GYMHTTP_TOKEN="t0ken"))
+        url = wait_for_line(proc).split(" serving on ")[1].split()[0].rstrip("/")
+        with client.Client(url, token="t0ken") as c:
+            c.shutdown_server()
+        self.assertEqual(proc.wait(20), 0)
+
     def test_port_out_of_range_and_version(self):
         for port in ("99999", "-1"):
             out = subprocess.run([sys.executable, "gymhttp.py", "-p", port], cwd=HERE, capture_output=True, text=True, timeout=30)
@@ -2145,42 +2192,52 @@ class TestHostileInput(ServerTestCase):
         cases = [
             (b"HELLO\r\n\r\n", 400, "request line"),
             (b"GET /v1/envs/\r\n\r\n", 400, "HTTP/0.9"),
-            (b"GET /v1/envs/ HTTP/2.0\r\n\r\n", 400, "request line"),
+            (b"GET /v1/envs/ HTTP/2.0\r\n\r\n", 505, "HTTP/2.0 is not supported"),
+            (b"GET /v1/envs/ HTTP/1.9\r\nHost: 127.0.0.1\r\n\r\n", 505, "HTTP/1.9 is not supported"),
+            (b"GET /v1/envs/ HTTP/1.1x\r\nHost: 127.0.0.1\r\n\r\n", 400, "request line"),
+            (b"GET /v1/envs/ HTTP/1.1\r\n\r\n", 400, "needs a Host header"),
+            (b"GET /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n", 400, "Two Host headers"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: \x0bchunked\r\n\r\n0\r\n\r\n", 400, "control character"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \x0b25\r\n\r\n", 400, "control character"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\x0c\r\n\r\n{}", 400, "control character"),
+            (b"GET /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A\x00b: 1\r\n\r\n", 400, "header"),
+            (b"GET /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A b: 1\r\n\r\n", 400, "header"),
+            (b"GET /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: 1\rX-B: 2\r\n\r\n", 400, "control character"),
             (b"\x00\x01\x02 garbage \xff\r\n\r\n", 400, ""),
-            (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400, "Content-Length"),
-            (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400, "Content-Length"),
-            (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400, "Content-Length"),
-            (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "Conflicting"),
-            (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}", 400, "Transfer-Encoding"),
-            (b"POST /v1/envs/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "chunk"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n", 400, "Content-Length"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n", 400, "Content-Length"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400, "Content-Length"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "Conflicting"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}", 400, "Transfer-Encoding"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "chunk"),
             # int(x, 16) takes these; RFC 9112 does not, and a proxy that reads them otherwise smuggles requests.
-            (b"POST /v1/envs/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1_8\r\n", 400, "chunk size"),
-            (b"POST /v1/envs/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n 18\r\n", 400, "chunk size"),
-            (b"POST /v1/envs/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n+2\r\n{}\r\n0\r\n\r\n", 400, "chunk size"),
-            (b"POST /v1/envs/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\n{}\r\n0\r\n\r\n", 400, "chunk size"),
-            (b"POST /v1/envs/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\n{}\r\n0\r\n\r\n", 400, "chunk size"),
-            (b"POST /v1/envs/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n", 400, "CRLF"),
-            (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n{}", 400, "Content-Length"),  # a superscript 2
-            (b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: \xd9\xa2\r\n\r\n{}", 400, "Content-Length"),
-            (b"GET /v1/envs/ HTTP/1.1\r\nBad Header Line\r\n\r\n", 400, "header"),
-            (b"GET /v1/envs/ HTTP/1.1\r\n folded: header\r\n\r\n", 400, "header"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n1_8\r\n", 400, "chunk size"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n 18\r\n", 400, "chunk size"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n+2\r\n{}\r\n0\r\n\r\n", 400, "chunk size"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\n{}\r\n0\r\n\r\n", 400, "chunk size"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n2\n{}\r\n0\r\n\r\n", 400, "chunk size"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n", 400, "CRLF"),
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \xb2\r\n\r\n{}", 400, "Content-Length"),  # a superscript 2
+            (b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \xd9\xa2\r\n\r\n{}", 400, "Content-Length"),
+            (b"GET /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header Line\r\n\r\n", 400, "header"),
+            (b"GET /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\n folded: header\r\n\r\n", 400, "header"),
         ]
         for data, status, fragment in cases:
             with self.subTest(data=data[:40]):
                 self.expect_4xx(data, status, fragment)
 
     def test_sizes(self):
-        self.expect_4xx(b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\n\r\n", 414, "Request line")
-        self.expect_4xx(b"GET /v1/envs/ HTTP/1.1\r\nX-Big: " + b"b" * 10_000 + b"\r\n\r\n", 431, "header")
+        self.expect_4xx(b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 414, "Request line")
+        self.expect_4xx(b"GET /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"b" * 10_000 + b"\r\n\r\n", 431, "header")
         flood = b"".join(b"X-H%d: v\r\n" % i for i in range(200))
-        self.expect_4xx(b"GET /v1/envs/ HTTP/1.1\r\n" + flood + b"\r\n", 431, "headers")
+        self.expect_4xx(b"GET /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\n" + flood + b"\r\n", 431, "headers")
         # 413 comes before the body is read: no body is sent at all here.
-        self.expect_4xx(b"POST /v1/envs/ HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", 413, "--max-body")
+        self.expect_4xx(b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 99999999999\r\n\r\n", 413, "--max-body")
 
     def test_chunked_bodies_work(self):
         iid = self.create()
         body = b'{"action": 1}'
-        data = (f"POST /v1/envs/{iid}/step/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode()
+        data = (f"POST /v1/envs/{iid}/step/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode()
                 + b"5\r\n" + body[:5] + b"\r\n" + b"%x\r\n" % (len(body) - 5) + body[5:] + b"\r\n0\r\n\r\n")
         status, _, reply = split_response(raw_exchange(self.port, data))
         self.assertEqual(status, 200, reply)
@@ -2190,7 +2247,7 @@ class TestHostileInput(ServerTestCase):
         iid = self.create()
         path = f"/v1/envs/{iid}/step/"
         cases = [
-            (b"[" * 100_000, "nested too deeply"),
+            (b"[" * 100_000, "100000 deep"),
             (b'{"action": ' + b"[" * 5000 + b"]" * 5000 + b"}", ""),
             (b"\xff\xfe\x00{", "UTF-8"),
             (b'{"action": NaN}', "NaN"),
@@ -2202,7 +2259,7 @@ class TestHostileInput(ServerTestCase):
         ]
         for body, fragment in cases:
             with self.subTest(body=body[:30]):
-                data = f"POST {path} HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+                data = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
                 self.expect_4xx(data, 400, fragment, closes=False)
 
     def test_every_wrong_json_type_for_every_parameter(self):
@@ -2614,7 +2671,7 @@ class TestConcurrencyReplays(ServerTestCase):
         try:
             for _ in range(300):
                 idle.append(socket.create_connection(("127.0.0.1", self.port), timeout=5))
-            idle[0].sendall(b"GET /v1/envs/ HTTP/1.1\r\n")  # and one half-sent request
+            idle[0].sendall(b"GET /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and one half-sent request
             started = time.monotonic()
             with client.Client(self.base, timeout=10) as c:
                 iid = c.env_create("CartPole-v1")
@@ -2632,7 +2689,7 @@ class TestSlowClients(ServerTestCase):
         """Slowloris: a byte now and then resets a per-read timeout, but the
         whole request must arrive within --timeout."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            sock.sendall(b"GET /v1/envs/ HTTP/1.1\r\n")
+            sock.sendall(b"GET /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             started = time.monotonic()
             closed = False
             while time.monotonic() - started < 5:
@@ -2864,6 +2921,74 @@ class TestMissingPackages(ServerTestCase):
         self.install("gymhttp_absent_delta", "gymhttp_absent_epsilon")
         iid = self.create(**spec)
         self.assertEqual(self.get(f"/v1/envs/{iid}/")[2]["spec"]["additional_wrappers"][0]["name"], "NeedyWrapper")
+
+
+def nested(depth: int, leaf=1):
+    """A value nested ``depth`` lists deep."""
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+class TestDeepInput(ServerTestCase):
+    """JSON nested past MAX_JSON_DEPTH gets a 400 naming the limit, in every
+    field and both isolations; nothing a request sends reaches a RecursionError."""
+
+    def test_every_field_has_one_depth_limit(self):
+        iid = self.create()
+        vec = self.create(num_envs=2, vectorization_mode="sync")
+        deep = {"a": nested(600)}
+        cases = [
+            ("/v1/envs/", {"env_id": "CartPole-v1", "kwargs": deep}),
+            ("/v1/envs/", {"env_id": "CartPole-v1", "num_envs": 2, "vector_kwargs": deep}),
+            ("/v1/envs/", {"env_id": "CartPole-v1", "wrappers": [{"name": "TimeAwareObservation", "kwargs": deep}]}),
+            (f"/v1/envs/{iid}/reset/", {"options": deep}),
+            (f"/v1/envs/{vec}/reset/", {"options": {"reset_mask": nested(70, True)}}),
+            (f"/v1/envs/{iid}/step/", {"action": nested(70, 0)}),
+            (f"/v1/envs/{iid}/spaces/contains", {"space": "observation", "value": nested(900)}),
+            (f"/v1/envs/{iid}/observation_space/contains", {"name": nested(300)}),
+        ]
+        for path, body in cases:
+            with self.subTest(path=path, fields=list(body)):
+                self.assertError(self.post(path, body), 400, f"at most {gymhttp.MAX_JSON_DEPTH} levels")
+        self.assertError(self.get(f"/v1/envs/{iid}/action_space/contains/" + "%5B" * 70 + "1" + "%5D" * 70), 400,
+                         f"at most {gymhttp.MAX_JSON_DEPTH} levels")
+        # At the limit, a value is taken (and refused, or not, for what it is)
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": nested(gymhttp.MAX_JSON_DEPTH - 1, 0)}), 400,
+                         "not in the action space")
+        self.assertEqual(self.post(f"/v1/envs/{iid}/step/", {"action": 1})[0], 200)  # the instance is fine
+        self.assertEqual(len(self.client.env_list_all()), 2)  # no create went through
+
+    def test_paths_have_a_length_and_depth_limit(self):
+        iid = self.create()
+        self.assertError(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": "a/" * 1000}), 400, "1000 path components")
+        self.assertError(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": "/tmp/" + "b" * 5000}), 400, "4096 bytes")
+        self.assertServing()
+
+    def test_a_step_whose_info_json_cannot_carry_answers_200_and_the_env_stays_healthy(self):
+        iid = self.create("GymHTTPTest/UnencodableInfo-v0")
+        for route in ("reset", "step", "step"):
+            status, _, reply = self.post(f"/v1/envs/{iid}/{route}/", {"action": 0} if route == "step" else None)
+            self.assertEqual(status, 200, reply)
+            info = reply["info"]
+            self.assertEqual(info["fine"], 7)
+            self.assertEqual(info["huge"], hex(10 ** 5000))  # too long for decimal: its hex digits
+            self.assertEqual(info["cycle"], {"self": "{'self': {...}}"})  # the dict, down to where it holds itself
+            level, depth = info["deep"], 0
+            while isinstance(level, list):
+                level, depth = level[0], depth + 1
+            self.assertEqual(level, "<list nested too deeply to send>")  # lists as far as JSON goes safely
+            self.assertLess(depth, 100)
+            self.assertEqual(info["unshowable"], "<Unshowable that cannot be shown>")
+            self.assertIn(hex(10 ** 5000), info)
+        self.assertIsNone(self.get(f"/v1/envs/{iid}/")[2]["broken"])
+        for encoding in ("base64", "typed"):
+            other = self.create("GymHTTPTest/UnencodableInfo-v0", encoding=encoding)
+            self.assertEqual(self.post(f"/v1/envs/{other}/step/", {"action": 1})[2]["info"]["fine"], 7)
+
+
+class TestDeepInputInThreads(TestDeepInput):
+    server_options = {"isolation": "thread"}
 
 
 class TestModuleIds(ServerTestCase):
@@ -4667,10 +4792,11 @@ class TestDashboardInBrowser(ServerTestCase):
 
 CROSS_SITE_PAGE = """<!doctype html><html><body><p id="out">running</p><script>
 (async () => {
-  const base = "http://127.0.0.1:%d", out = [];
+  const base = "http://127.0.0.1:%d", token = "%s", out = [];
   const post = (path, init) => fetch(base + path, {method: "POST", ...init});
+  const headers = {"Content-Type": "application/json", ...(token ? {"Authorization": "Bearer " + token} : {})};
   try {
-    const reply = await post("/v1/envs/", {headers: {"Content-Type": "application/json"}, body: '{"env_id": "CartPole-v1"}'});
+    const reply = await post("/v1/envs/", {headers, body: '{"env_id": "CartPole-v1"}'});
     out.push("cors " + reply.status + " " + await reply.text());
   } catch (e) { out.push("cors refused"); }
   try { await post("/v1/envs/", {mode: "no-cors", body: '{"env_id": "CartPole-v1"}'}); out.push("create sent"); }
@@ -4696,7 +4822,7 @@ class TestCrossSiteInBrowser(unittest.TestCase):
         folder = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, folder, True)
         with open(os.path.join(folder, "page.html"), "w") as f:
-            f.write(CROSS_SITE_PAGE % server.server_address[1])
+            f.write(CROSS_SITE_PAGE % (server.server_address[1], options.get("token", "")))
 
         class Quiet(http.server.SimpleHTTPRequestHandler):
             def __init__(self, *a, **kw):
@@ -4726,12 +4852,17 @@ class TestCrossSiteInBrowser(unittest.TestCase):
         with client.Client(f"http://127.0.0.1:{server.server_address[1]}") as c:
             self.assertEqual(c.env_list_all(), {})
 
-    def test_an_allowed_page_uses_the_api_with_cors(self):
+    def test_an_allowed_page_uses_the_api_with_cors_and_the_token(self):
         # The page's port is only known once its server is up: allow every origin here.
-        dom, server = self.run_page(allow_origins=("*",))
-        self.assertRegex(dom, r'cors 200 \{"instance_id":"\w+"\}')
-        self.assertEqual(len(server.envs.all()), 2)  # the no-cors create went through too: that origin is allowed
-        self.assertTrue(server._shutdown_started.is_set())  # and so did its shutdown
+        dom, server = self.run_page(allow_origins=("*",), token="page-token")
+        self.assertRegex(dom, r'cors 200 \{"instance_id":"\w+"\}')  # preflighted, then sent with the token
+        self.assertEqual(len(server.envs.all()), 1)  # the no-cors create could not carry the token
+        self.assertFalse(server._shutdown_started.is_set())  # nor could its shutdown
+
+    def test_an_allowed_origin_needs_a_token(self):
+        with self.assertRaises(ValueError) as caught:
+            gymhttp.make_server("127.0.0.1", 0, allow_origins=("*",))
+        self.assertIn("--token", str(caught.exception))
 
 
 # ---------------------------------------------------------------------------
