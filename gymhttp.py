@@ -113,6 +113,7 @@ DEFAULT_DRAIN = 30.0  # seconds a shutdown waits for requests in flight before i
 CLOSE_SECONDS = 5.0  # at shutdown, after the drain: time to close every env
 CLOSE_WAIT = 1.0  # close of an instance stuck in a call: wait this long, then kill it
 MONITOR_FLUSH = 0.5  # seconds between flushes of monitors with new episodes
+MONITOR_PART = 10_000  # episodes per stats file: a flush's cost, and a monitor's memory, never grow past one's
 MEMORY_POLL = 0.05  # seconds between RSS checks of instance processes in a call (--max-env-memory)
 PEER_TIMEOUT = 2.0  # seconds a node waits for a peer's list (--peers)
 MAX_REQUEST_LINE = 8192
@@ -145,6 +146,16 @@ def default_max_connections() -> int:
     if limit == getattr(resource, "RLIM_INFINITY", -1):
         return 4096
     return max(16, min(4096, (limit - 64) // 2))
+
+
+def default_max_env_memory() -> int:
+    """Half the machine's physical memory, in MiB: what one instance process
+    may hold by default (--max-env-memory), so that no one request can take
+    the machine's memory."""
+    try:
+        return max(64, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 21)
+    except (AttributeError, ValueError, OSError):
+        return 4096
 
 
 def default_max_processes() -> int:
@@ -1061,6 +1072,12 @@ class Codec:
 # only relays bytes.
 
 
+# How a failure message ends: what the client can do about it.
+BROKEN = "the instance is broken: reset it to start a fresh process, or close it"
+BROKEN_IN_THREAD = "the instance is broken: reset it to make a fresh env, or close it"
+NOT_MADE = "no instance was made, so there is nothing to reset or close: create it again"
+
+
 class EnvFailure(HTTPError):
     """A call that failed on the environment's side: its code raised, its
     process died, or it ran past --env-timeout.
@@ -1233,8 +1250,11 @@ class Wrapping:
         except ImportError as exc:
             raise bad_request(missing_message(f"Wrapper {short(name)} ({short(entry_point)})", exc))
         target: Any = module
-        for part in qualname.split("."):
-            target = getattr(target, part, None)
+        try:
+            for part in qualname.split("."):
+                target = getattr(target, part, None)  # gymnasium.wrappers imports a wrapper's module here
+        except ImportError as exc:
+            raise bad_request(missing_message(f"Wrapper {short(name)} ({short(entry_point)})", exc))
         if not callable(target):
             known = [n for n in dir(module) if isinstance(getattr(module, n, None), type)
                      and issubclass(getattr(module, n), gymnasium.Wrapper)]
@@ -1706,9 +1726,12 @@ class Channel:
             self.sock.sendall(_LENGTH.pack(len(data)))
             self.sock.sendall(data)
 
-    def recv(self, deadline: float | None = None) -> Any:
+    def recv(self, deadline: float | None = None, watch: socket.socket | None = None) -> Any:
         """The next message.  EOFError when the other end is gone,
-        TimeoutError past ``deadline`` (a time.monotonic() value)."""
+        TimeoutError past ``deadline`` (a time.monotonic() value),
+        ClientGone when the client on ``watch`` hangs up meanwhile."""
+        if watch is not None:
+            self._wait_watching(deadline, watch)
         buffer = self._buffer
         while True:
             if len(buffer) >= 4:
@@ -1730,6 +1753,58 @@ class Channel:
             if not buffer and len(chunk) >= 4 and len(chunk) == 4 + _LENGTH.unpack_from(chunk)[0]:
                 return pickle.loads(memoryview(chunk)[4:])  # the usual case: one whole message
             buffer += chunk
+
+
+    def _wait_watching(self, deadline: float | None, watch: socket.socket) -> None:
+        """Wait until a message starts to arrive, watching ``watch`` (the
+        client's connection) for its end: a client that hangs up while an env
+        is made should not leave the process and its slot behind."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        poller.register(watch, select.POLLIN | _POLLRDHUP)
+        watching = True
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            events = dict(poller.poll(None if left is None else math.ceil(left * 1000)))
+            if self.sock.fileno() in events:
+                return
+            if not events:
+                if left is not None and left <= 0:
+                    raise TimeoutError
+                continue
+            flags = events.get(watch.fileno(), 0) if watching else 0
+            if flags & (select.POLLHUP | select.POLLERR | _POLLRDHUP):
+                raise ClientGone
+            if flags:
+                try:
+                    peeked = watch.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    peeked = b"?"
+                except OSError:
+                    peeked = b""
+                if not peeked:
+                    raise ClientGone
+                poller.unregister(watch)  # it sent its next request already: it is there
+                watching = False
+
+
+class ClientGone(Exception):
+    """The client hung up while its create was making the env."""
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Whether the peer of a connection has closed it (nothing left to read)."""
+    try:
+        if not select.select([sock], [], [], 0)[0]:
+            return False
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+_POLLRDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer shut its end
 
 
 def _send_control(sock: socket.socket, message: Any, fds: tuple = ()) -> None:
@@ -1822,27 +1897,94 @@ def _kill_group(pid: int, sig: int) -> None:
             pass
 
 
+# Linux's prctl(2) options: a subreaper adopts its orphaned descendants
+# (setsid ones too) instead of init; a death signal ends a child with its parent.
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> bool:
+    """prctl(option, value) where Linux has it; False elsewhere or on failure."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _children(parent: int) -> list[int]:
+    """The pids of a process's living children, from /proc (Linux)."""
+    found = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == parent and fields[0] != b"Z":
+                found.append(int(name))
+    return found
+
+
+def _end_adopted(keep: Any = (), seconds: float = 2.0) -> None:
+    """Kill every child of this process but ``keep``, and what they started:
+    a subreaper's orphaned descendants come to it as its children, so it
+    sweeps until none is left (or ``seconds`` pass)."""
+    me = os.getpid()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        strays = [pid for pid in _children(me) if pid not in keep]
+        if not strays:
+            return
+        for pid in strays:
+            _kill_group(pid, signal.SIGKILL)
+        for pid in strays:  # collect each by its pid (never another's: a waitpid(-1) here would take an instance's status)
+            while time.monotonic() < deadline:
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0]:
+                        break
+                except ChildProcessError:
+                    break
+                time.sleep(0.002)
+
+
 def _reap(children: dict[int, int | None]) -> None:
     """Collect ended instance processes; whatever they left running in their
-    group (an async vector env's workers, say) is killed."""
+    group (an async vector env's workers, say) is killed, and so is what they
+    started outside it (setsid), which comes to the starter, a subreaper."""
+    ended = False
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            break
         if pid == 0:
-            return
+            break
         if pid in children:
             children[pid] = os.waitstatus_to_exitcode(status)
             _kill_group(pid, signal.SIGKILL)
+            ended = True
+    if ended:
+        _end_adopted(keep={pid for pid, code in children.items() if code is None})
 
 
 def _starter_main(sock: socket.socket, settings: dict) -> None:
     """The starter process: fork instance processes on request, reap them,
     and end them all when the server goes away."""
     _fresh_fork(keep=(sock.fileno(),))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's: it then closes the instances itself
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C and a SIGTERM to the server's process group (a shell's kill %1, timeout, a supervisor) are the
+    # server's: it closes the instances itself, through the starter, which ends when the server does.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)  # what an instance process leaves (setsid or not) comes here to be ended
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -1881,6 +2023,7 @@ def _starter_main(sock: socket.socket, settings: dict) -> None:
                 if pid == 0:
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the starter ignores it; an instance (and its children) must not
                     os.close(wake_r)
                     os.close(wake_w)
                     _instance_main(fds[0], sock.fileno(), settings)
@@ -1910,7 +2053,7 @@ def _starter_main(sock: socket.socket, settings: dict) -> None:
             _send_control(sock, reply)
         except OSError:
             break
-    # The server is gone, or done: no instance outlives it.
+    # The server is gone, or done: no instance outlives it, nor anything they started.
     for pid, code in children.items():
         if code is None:
             _kill_group(pid, signal.SIGKILL)
@@ -1918,6 +2061,7 @@ def _starter_main(sock: socket.socket, settings: dict) -> None:
     while any(code is None for code in children.values()) and time.monotonic() < deadline:
         time.sleep(0.01)
         _reap(children)
+    _end_adopted(seconds=max(0.5, deadline - time.monotonic()))
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -1954,6 +2098,13 @@ def _instance_main(fd: int, control_fd: int, settings: dict) -> None:
             os.setpgid(0, 0)  # its own process group: a kill takes its workers too
         except OSError:
             pass
+        # It dies with the starter, whatever kills it, and adopts what its env leaves behind (setsid or
+        # not), to end it all when the instance ends.
+        starter = os.getppid()
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != starter:  # the starter died before that took effect
+            os._exit(1)
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
         np.random.seed()  # numpy's legacy global generator: this process's own, not a copy of the starter's
         with socket.socket(fileno=fd) as sock:
             serve_instance(Channel(sock), settings)
@@ -1963,6 +2114,7 @@ def _instance_main(fd: int, control_fd: int, settings: dict) -> None:
         traceback.print_exc()
         code = 1
     finally:
+        _end_adopted()  # nothing it started outlives it
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -2001,8 +2153,7 @@ def serve_instance(channel: Channel, settings: dict) -> None:
                 channel.send((False, _error_parts(EnvFailure(
                     HTTPStatus.INTERNAL_SERVER_ERROR,
                     f"The environment's process (pid {pid}) went past --max-env-memory {mib} MiB (it held "
-                    f"{rss >> 20} MiB) during {op}, and was ended; the instance is broken: reset it to start a "
-                    "fresh process, or close it",
+                    f"{rss >> 20} MiB) during {op}, and was ended; {BROKEN}",
                     f"process went past --max-env-memory {mib} MiB during {op}", dead=True))))
                 os._exit(3)
         channel.send(reply)
@@ -2115,6 +2266,7 @@ class ProcessRunner:
 
     def __init__(self, server: GymHTTPServer, pid: int, sock: socket.socket):
         self.starter = server.starter
+        self.runners = server.runners  # the server's set of live instance processes, which --max-env-memory watches
         self.pid = pid
         self.channel = Channel(sock)
         self.timeout = server.env_timeout
@@ -2122,21 +2274,29 @@ class ProcessRunner:
         self.ended: str | None = None  # "was killed by SIGSEGV during step", once it has
         self.why: str | None = None  # why the server killed it: timeout, memory, closed, shutdown
         self.held = 0  # its RSS when the server killed it for memory
+        self.runners.add(self)
 
-    def call(self, op: str, *args: Any) -> Any:
-        """Run ``op`` in the instance process; raises what it raised there."""
+    def call(self, op: str, *args: Any, watch: socket.socket | None = None) -> Any:
+        """Run ``op`` in the instance process; raises what it raised there.
+        With ``watch`` (a client's connection), the client's hanging up
+        kills the process and ends the call."""
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         self.busy = True
         try:
             self.channel.send((op, args))
-            ok, value = self.channel.recv(deadline)
+            ok, value = self.channel.recv(deadline, watch)
+        except ClientGone:
+            self.kill("abandoned")
+            self.finish(op)
+            log.info("the client of %s hung up during its %s; its process (pid %d) was killed", op, op, self.pid)
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"The client hung up during {op}; its process was killed")
         except TimeoutError:
             self.kill("timeout")
             self.finish(op)
             raise EnvFailure(
                 HTTPStatus.GATEWAY_TIMEOUT,
                 f"The environment took longer than --env-timeout {self.timeout:g} s to {op}, so its process "
-                f"(pid {self.pid}) was killed; the instance is broken: reset it to start a fresh process, or close it",
+                f"(pid {self.pid}) was killed; {BROKEN}",
                 f"ran past --env-timeout {self.timeout:g} s during {op} (its process was killed)", dead=True,
             )
         except (EOFError, OSError):
@@ -2162,13 +2322,12 @@ class ProcessRunner:
             return EnvFailure(
                 HTTPStatus.INTERNAL_SERVER_ERROR,
                 f"The environment's process (pid {pid}) went past --max-env-memory {mib} MiB (it held {self.held >> 20} MiB) "
-                f"during {op}, and was killed; the instance is broken: reset it to start a fresh process, or close it",
+                f"during {op}, and was killed; {BROKEN}",
                 f"process went past --max-env-memory {mib} MiB during {op}", dead=True,
             )
         return EnvFailure(
             HTTPStatus.INTERNAL_SERVER_ERROR,
-            f"The environment's process (pid {pid}) {self.ended}; the instance is broken: "
-            "reset it to start a fresh process, or close it",
+            f"The environment's process (pid {pid}) {self.ended}; {BROKEN}",
             f"process (pid {pid}) {self.ended}", dead=True,
         )
 
@@ -2192,6 +2351,7 @@ class ProcessRunner:
             code = self.starter.wait(self.pid, 1.0)
         where = f" during {op}" if op else ""
         self.ended = (exit_text(code) if code is not None else "ended") + where
+        self.runners.discard(self)
 
     def close(self, seconds: float) -> None:
         """Close the env (within ``seconds``) and end the process."""
@@ -2269,7 +2429,7 @@ class LocalRunner:
             raise EnvFailure(
                 HTTPStatus.GATEWAY_TIMEOUT,
                 f"The environment took longer than --env-timeout {self.timeout:g} s to {op}; with --isolation thread its "
-                "thread cannot be stopped and is left behind; the instance is broken: reset it to make a fresh env, or close it",
+                f"thread cannot be stopped and is left behind; {BROKEN_IN_THREAD}",
                 f"{self.ended} (its thread is left behind)", dead=True,
             )
         ok, value = job[4]
@@ -2324,6 +2484,9 @@ class LocalRunner:
 # ---------------------------------------------------------------------------
 
 
+_STATS_FIELDS = (b"timestamps", b"episode_lengths", b"episode_rewards", b"episode_types")  # of a stats file, in order
+
+
 class Monitor:
     """What gym's old ``Monitor`` wrote, for a Gymnasium env: per-episode
     lengths, returns and timestamps in ``openaigym.*.stats.json`` plus a
@@ -2357,14 +2520,15 @@ class Monitor:
             os.close(self.fd)
             raise
         self.batch = next(Monitor._counter) if batch is None else batch
-        self.stats_name = f"openaigym.episode_batch.{self.batch}.{os.getpid()}.stats.json"
-        self.manifest_name = f"openaigym.manifest.{self.batch}.manifest.json"
         self.video_prefix = Monitor.video_name(self.batch)
         self.initial_reset_timestamp: float | None = None
-        self.timestamps: list[float] = []
-        self.episode_lengths: list[int] = []
-        self.episode_rewards: list[float] = []
-        self.episode_types: list[str] = []
+        # The episodes of the part being filled, each field as its JSON text so far; full parts wait in
+        # ``sealed`` for the next flush, which writes them once and lets them go.
+        self.part = 0
+        self.count = 0  # episodes in the part being filled
+        self.fields = [bytearray() for _ in _STATS_FIELDS]
+        self.sealed: list[tuple[int, list[bytes]]] = []
+        self.episodes = 0  # all told
         self.video_every = 0  # the env side records videos on this schedule (record_video's ``every``); 0: none
         self.video_runs = 0  # fresh envs since (their videos get a name of their own)
         self.dirty = True  # episodes not yet in the file
@@ -2390,35 +2554,55 @@ class Monitor:
                 self._add(total, length)
 
     def _add(self, total: float, length: int) -> None:
-        self.timestamps.append(time.time())
-        self.episode_lengths.append(length)
-        self.episode_rewards.append(total)
-        self.episode_types.append("t")
+        separator = b"," if self.count else b""
+        for field, value in zip(self.fields, (time.time(), length, total, "t")):
+            field += separator + _encode_value(value)
+        self.count += 1
+        self.episodes += 1
         self.dirty = True
+        if self.count == MONITOR_PART:  # full: written once more, then let go
+            self.sealed.append((self.part, [bytes(f) for f in self.fields]))
+            self.part += 1
+            self.count = 0
+            self.fields = [bytearray() for _ in _STATS_FIELDS]
+
+    def names(self, part: int) -> tuple[str, str]:
+        """A part's stats file and manifest: the first as gym named them, the
+        next ones with the part's number, so that gym's loaders merge them."""
+        suffix = f".{part}" if part else ""
+        return (f"openaigym.episode_batch.{self.batch}.{os.getpid()}{suffix}.stats.json",
+                f"openaigym.manifest.{self.batch}{suffix}.manifest.json")
+
+    @property
+    def stats_name(self) -> str:
+        return self.names(0)[0]
 
     def flush(self) -> None:
-        """Write the stats and the manifest (each rewritten whole, atomically)."""
+        """Write the parts with new episodes, each file atomically.  The cost
+        is that of one part, however long the run: a monitor keeps in memory
+        only the part being filled (at most MONITOR_PART episodes)."""
         with self._writing:
             if self.fd < 0:
                 return  # closed
             with self._lock:
                 self.dirty = False
-                stats = encode_json({
-                    "initial_reset_timestamp": self.initial_reset_timestamp,
-                    "timestamps": self.timestamps,
-                    "episode_lengths": self.episode_lengths,
-                    "episode_rewards": self.episode_rewards,
-                    "episode_types": self.episode_types,
-                })
+                parts, self.sealed = self.sealed, []
+                if self.count or self.part == 0:  # the first part's files exist from the start, even empty
+                    parts.append((self.part, [bytes(f) for f in self.fields]))
+                started = _encode_value(self.initial_reset_timestamp)
             ours = (self.video_prefix + "-", self.video_prefix + ".")  # <prefix>-episode-N, <prefix>.<run>-episode-N
             videos = sorted(n for n in os.listdir(self.fd) if n.startswith(ours) and n.endswith(".mp4")) if self.video_every else []
-            manifest = encode_json({
-                "stats": self.stats_name,
-                "videos": [[name, None] for name in videos],
-                "env_info": {"gym_version": gymnasium.__version__, "env_id": self.env_id, "server": f"gymhttp {__version__}"},
-            })
-            for name, data in ((self.stats_name, stats), (self.manifest_name, manifest)):
-                self._write(name, data)
+            for part, fields in parts:
+                stats_name, manifest_name = self.names(part)
+                stats = b"".join((b'{"initial_reset_timestamp":', started, *(
+                    b',"%s":[%s]' % (name, field) for name, field in zip(_STATS_FIELDS, fields)), b"}"))
+                manifest = encode_json({
+                    "stats": stats_name,
+                    "videos": [[name, None] for name in videos] if part == 0 else [],  # each video listed once
+                    "env_info": {"gym_version": gymnasium.__version__, "env_id": self.env_id, "server": f"gymhttp {__version__}"},
+                })
+                self._write(stats_name, stats)
+                self._write(manifest_name, manifest)
 
     def _write(self, name: str, data: bytes) -> None:
         tmp = name + ".tmp"
@@ -2690,10 +2874,11 @@ class Request:
     parsed from the body (or the query, for GET) only when asked for: a step's
     body goes to the env side unparsed."""
 
-    __slots__ = ("method", "body", "query", "_params")
+    __slots__ = ("method", "body", "query", "connection", "_params")
 
-    def __init__(self, method: str, body: bytes, query: str):
+    def __init__(self, method: str, body: bytes, query: str, connection: socket.socket | None = None):
         self.method, self.body, self.query, self._params = method, body, query, None
+        self.connection = connection  # the client's socket: a create stops when its client hangs up
 
     @property
     def params(self) -> dict:
@@ -2724,9 +2909,12 @@ def required(params: dict, name: str) -> Any:
 
 
 def check_type(name: str, value: Any, kinds: tuple, wanted: str) -> Any:
-    """400 naming ``name`` unless ``value`` is one of ``kinds`` (bool is never int)."""
+    """400 naming ``name`` unless ``value`` is one of ``kinds`` (bool is never
+    int); returns it, an integral float (``5.0``) as the int it is in JSON."""
     if isinstance(value, bool) and bool not in kinds:
         raise bad_request(f"Parameter '{name}' must be {wanted}, not {short(value)}")
+    if int in kinds and type(value) is float and value.is_integer():
+        return int(value)
     if not isinstance(value, kinds):
         raise bad_request(f"Parameter '{name}' must be {wanted}, not a JSON {json_type(value)}: {short(value)}")
     return value
@@ -2786,7 +2974,11 @@ def route_create(server: GymHTTPServer, request: Request) -> dict:
     def build(instance_id: str) -> Instance:
         make_args = (instance_id, env_id, kwargs, num_envs, mode, vector_kwargs, encoding, wrappers)
         instance = Instance(instance_id, env_id, make_args, num_envs=num_envs, encoding=encoding, seed=seed)
-        instance.runner, instance.facts = server.start_env(make_args)
+        try:
+            instance.runner, instance.facts = server.start_env(make_args, request.connection)
+        except EnvFailure as exc:  # no id was returned: "reset it or close it" would make no sense
+            raise EnvFailure(exc.status, exc.message.replace(BROKEN, NOT_MADE).replace(BROKEN_IN_THREAD, NOT_MADE),
+                             exc.summary, dead=exc.dead, trace=exc.trace) from None
         return instance
 
     instance = server.envs.add(build, processes)
@@ -2796,7 +2988,10 @@ def route_create(server: GymHTTPServer, request: Request) -> dict:
 
 def route_list(server: GymHTTPServer, request: Request) -> dict | Response:
     envs = {i.instance_id: i.env_id for i in server.envs.all()}
-    if not server.peers or request.query and request.params.get("local") == "1":
+    local = request.params.get("local") if request.query else None
+    if local not in (None, "1"):
+        raise bad_request(f"Parameter 'local' must be 1 (this node's instances only) or absent, not {short(local)}")
+    if not server.peers or local == "1":
         return {"all_envs": envs}
     missing = []
     for peer, listed in zip(server.peers, server.ask_peers()):  # the cluster's list, from any node
@@ -2822,6 +3017,9 @@ def route_reset(server: GymHTTPServer, request: Request, instance_id: str) -> by
                 "This vector env (made from its vector entry point) takes no list of seeds; "
                 "pass one integer seed, from which it seeds its sub-envs"
             )
+    elif isinstance(seed, list):
+        raise bad_request(f"Parameter 'seed' takes a list only for vector instances (num_envs > 1); instance "
+                          f"{instance_id} has one env: pass one integer, not {short(seed)}")
     else:
         seed = seed_param(params)
     options = optional(params, "options", (dict,), "an object of reset options")
@@ -2831,7 +3029,7 @@ def route_reset(server: GymHTTPServer, request: Request, instance_id: str) -> by
         if seed is None:
             seed = instance.pending_seed
         if instance.runner.ended is not None:  # its process died or was killed: make the env afresh
-            server.restart_env(instance)
+            server.restart_env(instance, request.connection)
         interrupted, payload = instance.call("reset", seed, options)
         instance.reset_done(interrupted)
     return payload
@@ -2872,7 +3070,7 @@ def route_step(server: GymHTTPServer, request: Request, instance_id: str) -> byt
 def _compact_param(request: Request) -> bool:
     """?compact=true: Box bounds that are one value each as that value."""
     value = request.params.get("compact") if request.query else None
-    if value in (None, "", "0", "false"):
+    if value in (None, "0", "false"):
         return False
     if value in ("1", "true"):
         return True
@@ -2910,7 +3108,10 @@ SPACE_NAMES = ("action", "observation", "single_action", "single_observation")
 def _space_params(params: dict, instance: Instance) -> tuple[str, list]:
     """The "space" and "path" of the spaces/ routes, checked."""
     which = optional(params, "space", (str,), f"one of {', '.join(SPACE_NAMES)}", "action")
-    if which not in SPACE_NAMES or (which.startswith("single_") and not instance.vector):
+    if which.startswith("single_") and which in SPACE_NAMES and not instance.vector:
+        raise bad_request(f"Parameter 'space' {short(which)} is for vector instances (num_envs > 1); this one has one env: "
+                          f"ask for {which[len('single_'):]!r}")
+    if which not in SPACE_NAMES:
         names = SPACE_NAMES if instance.vector else SPACE_NAMES[:2]
         close = difflib.get_close_matches(which, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -2949,6 +3150,8 @@ def route_monitor_start(server: GymHTTPServer, request: Request, instance_id: st
     force = flag_param(params, "force")
     resume = flag_param(params, "resume")
     video = params.get("video_callable", False)
+    if type(video) is float and video.is_integer():
+        video = int(video)
     if video is None or video is False:
         every = 0
     elif video is True:
@@ -3238,6 +3441,14 @@ def _object(required: tuple = (), **properties: Any) -> dict:
 
 
 _SEED = {"type": ["integer", "null"], "minimum": 0, "description": "0 is a seed; null or absent means none"}
+_SPACE_NAME = {"type": ["string", "null"], "enum": [*SPACE_NAMES, None], "default": "action",
+               "description": "single_...: vector instances only"}
+_SPACE_PATH = {"type": ["array", "null"], "items": {"type": ["string", "integer"]}, "default": [],
+               "description": "Dict keys and Tuple/OneOf indices (feature_space, node_space, edge_space) down to a part"}
+_FLAG = {"oneOf": [{"type": ["boolean", "null"]}, {"type": "string", "enum": ["true", "false"]}], "default": False,
+         "description": "also the strings \"true\" and \"false\", as old clients send them"}
+# The wrappers a bare name may name: gymnasium.wrappers' own, less the refused.
+WRAPPER_NAMES = sorted(n for n in gymnasium.wrappers.__all__ if n[0].isupper() and n not in REFUSED_WRAPPERS)
 _BATCH_BOOL = {"oneOf": [{"type": "boolean"}, {"type": "array", "items": {"type": "boolean"}}, _ref("ArrayEnvelope")]}
 
 OPENAPI_SCHEMAS: dict[str, dict] = {
@@ -3287,51 +3498,66 @@ OPENAPI_SCHEMAS: dict[str, dict] = {
         ),
     },
     "SpaceInfo": _object(("info",), info=_ref("Space"), single_info={**_ref("Space"), "description": "vector instances: one sub-env's space"}),
-    "CreateRequest": _object(
-        ("env_id",),
-        env_id={"type": "string", "examples": ["CartPole-v1"]},
-        seed={**_SEED, "description": "seeds the first reset"},
-        kwargs={"type": "object", "description": "keyword arguments for gymnasium.make, e.g. render_mode, max_episode_steps"},
-        num_envs={"type": "integer", "minimum": 1, "maximum": MAX_NUM_ENVS, "default": 1},
-        encoding={"type": "string", "enum": list(ENCODINGS), "default": "list",
-                  "description": "list: arrays as nested lists; base64: arrays (in observations, vector batches and info) "
-                  "as ArrayEnvelopes; typed: base64, and numpy scalars as envelopes of shape [] too"},
-        vectorization_mode={"type": "string", "enum": ["sync", "async", "vector_entry_point"]},
-        vector_kwargs={"type": "object", "description": 'e.g. {"autoreset_mode": "SameStep"}'},
-        wrappers={"type": "array", "maxItems": MAX_WRAPPERS, "items": {"oneOf": [_ref("WrapperSpec"), {
-            "type": "string", "description": "the name of a wrapper of gymnasium.wrappers"}]},
-            "description": "applied in order on the server (to each sub-env of a vector)"},
-    ),
-    "WrapperSpec": _object(
-        (), name={"type": "string", "examples": ["AtariPreprocessing"], "description": "alone: gymnasium.wrappers.<name>"},
-        entry_point={"type": "string", "examples": ["gymnasium.wrappers:FrameStackObservation"],
-                     "description": "module:Class, from gymnasium.wrappers or a module the server imported (--import)"},
-        kwargs={"type": "object", "examples": [{"stack_size": 4}]},
-    ),
+    "CreateRequest": {
+        "description": "Optional fields may be null, which means absent",
+        **_object(
+            ("env_id",),
+            env_id={"type": "string", "minLength": 1, "examples": ["CartPole-v1"]},
+            seed={**_SEED, "description": "seeds the first reset"},
+            kwargs={"type": ["object", "null"], "description": "keyword arguments for gymnasium.make, e.g. render_mode, "
+                    "max_episode_steps"},
+            num_envs={"type": ["integer", "null"], "minimum": 1, "maximum": MAX_NUM_ENVS, "default": 1},
+            encoding={"type": ["string", "null"], "enum": [*ENCODINGS, None], "default": "list",
+                      "description": "list: arrays as nested lists; base64: arrays (in observations, vector batches and "
+                      "info) as ArrayEnvelopes; typed: base64, and numpy scalars as envelopes of shape [] too"},
+            vectorization_mode={"type": ["string", "null"], "enum": ["sync", "async", "vector_entry_point", None],
+                                "description": "only with num_envs above 1"},
+            vector_kwargs={"type": ["object", "null"], "description": 'only with num_envs above 1; e.g. {"autoreset_mode": '
+                           '"SameStep"}'},
+            wrappers={"type": ["array", "null"], "maxItems": MAX_WRAPPERS, "items": {"oneOf": [_ref("WrapperSpec"), {
+                "type": "string", "enum": WRAPPER_NAMES, "description": "the name of a wrapper of gymnasium.wrappers"}]},
+                "description": "applied in order on the server (to each sub-env of a vector)"},
+        ),
+        # vectorization_mode and vector_kwargs belong to vectors: num_envs above 1
+        "anyOf": [{"required": ["num_envs"], "properties": {"num_envs": {"type": "integer", "minimum": 2}}},
+                  {"properties": {"vectorization_mode": {"type": "null"},
+                                  "vector_kwargs": {"anyOf": [{"type": "null"}, {"type": "object", "maxProperties": 0}]}}}],
+    },
+    "WrapperSpec": {
+        "description": "Gymnasium's WrapperSpec: a name of gymnasium.wrappers, or an entry_point",
+        "additionalProperties": False,
+        **_object(
+            (), name={"type": ["string", "null"], "examples": ["AtariPreprocessing"], "description": "alone: gymnasium.wrappers.<name>"},
+            entry_point={"type": ["string", "null"], "pattern": "^[^:]+:[^:]+$", "examples": ["gymnasium.wrappers:FrameStackObservation"],
+                         "description": "module:Class, from gymnasium.wrappers or a module the server imported (--import)"},
+            kwargs={"type": ["object", "null"], "not": {"required": ["env"]}, "examples": [{"stack_size": 4}],
+                    "description": "keyword arguments for the wrapper, but env: the server passes the env"},
+        ),
+        "anyOf": [{"required": ["entry_point"], "properties": {"entry_point": {"type": "string"}}},
+                  {"required": ["name"], "properties": {"name": {"type": "string", "enum": WRAPPER_NAMES}}}],
+    },
     "SpaceSampleRequest": _object(
-        space={"type": "string", "enum": list(SPACE_NAMES), "default": "action"},
-        path={"type": "array", "items": {"type": ["string", "integer"]}, "default": [],
-              "description": "Dict keys and Tuple/OneOf indices (feature_space, node_space, edge_space) down to a part"},
+        space=_SPACE_NAME,
+        path=_SPACE_PATH,
         seed={**_SEED, "description": "seeds that space first"},
     ),
-    "SpaceContainsRequest": _object(
-        ("value",), space={"type": "string", "enum": list(SPACE_NAMES), "default": "action"},
-        path={"type": "array", "items": {"type": ["string", "integer"]}, "default": []}, value=_ref("Value"),
-    ),
+    "SpaceContainsRequest": _object(("value",), space=_SPACE_NAME, path=_SPACE_PATH, value=_ref("Value")),
     "ResetRequest": {
         "description": "An empty body, {} and null all mean no parameters",
         **_object(
-            seed={"oneOf": [_SEED, {"type": "array", "items": {"type": "integer", "minimum": 0}, "description": "vector: one per sub-env"}]},
+            seed={"oneOf": [_SEED, {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2,
+                                    "description": "vector instances: one per sub-env"}]},
             options={"type": ["object", "null"], "description": "env reset options; vector: reset_mask as a list of booleans"},
         ),
     },
     "ResetResponse": _object(("observation", "info"), observation=_ref("Value"), info={"type": "object"}),
     "StepRequest": _object(
         ("action",),
-        action={**_ref("Value"), "description": "an action; vector instances: a batch, one per sub-env. It must have the "
+        action={"allOf": [_ref("Value"), {"not": {"type": "null"}}],
+                "description": "an action; vector instances: a batch, one per sub-env. It must have the "
                 "action space's shape and types, and integer spaces' ranges; Box values outside the bounds reach the env "
                 "(which clips them, as a local env would)"},
-        render={"type": "boolean", "default": False},
+        render=_FLAG,
     ),
     "StepResponse": _object(
         ("observation", "reward", "done", "terminated", "truncated", "info"),
@@ -3344,13 +3570,13 @@ OPENAPI_SCHEMAS: dict[str, dict] = {
     ),
     "MonitorStartRequest": _object(
         ("directory",),
-        directory={"type": "string"},
-        force={"type": "boolean", "default": False},
-        resume={"type": "boolean", "default": False},
-        video_callable={"oneOf": [{"type": "boolean"}, {"type": "integer", "minimum": 1}], "default": False},
+        directory={"type": "string", "minLength": 1},
+        force=_FLAG,
+        resume=_FLAG,
+        video_callable={"oneOf": [{"type": ["boolean", "null"]}, {"type": "integer", "minimum": 1}], "default": False},
     ),
-    "UploadRequest": _object(("training_dir", "api_key"), training_dir={"type": "string"}, api_key={"type": "string"},
-                             algorithm_id={"type": ["string", "null"]}),
+    "UploadRequest": _object(("training_dir", "api_key"), training_dir={"type": "string", "minLength": 1},
+                             api_key={"type": "string", "minLength": 1}, algorithm_id={"type": ["string", "null"]}),
     "Episode": _object(("return", "length", "ended"), **{"return": {"type": "number"}, "length": {"type": "integer"},
                                                          "ended": {"type": "number", "description": "Unix time"}}),
     "Spec": _object(
@@ -3383,13 +3609,20 @@ def _json_body(schema: str | dict) -> dict:
     return {"content": {JSON_TYPE: {"schema": _ref(schema) if isinstance(schema, str) else schema}}}
 
 
-def _operation(op_id: str, summary: str, *, request: str | None = None, reply: str | dict | None = None,
-               status: str = "200", params: tuple = (), content: dict | None = None) -> dict:
+def _or_nothing(schema: str | dict) -> dict:
+    """The body of a route whose parameters are all optional: the object, or
+    null, "" or [] (which old Ruby and Lua clients send) for none."""
+    return {"anyOf": [_ref(schema) if isinstance(schema, str) else schema, {"type": "null"},
+                      {"type": "string", "maxLength": 0}, {"type": "array", "maxItems": 0}]}
+
+
+def _operation(op_id: str, summary: str, *, request: str | dict | None = None, reply: str | dict | None = None,
+               status: str = "200", params: tuple = (), content: dict | None = None, body_required: bool = False) -> dict:
     operation: dict[str, Any] = {"operationId": op_id, "summary": summary}
     if params:
         operation["parameters"] = list(params)
     if request is not None:
-        operation["requestBody"] = {"required": False, **_json_body(request)}
+        operation["requestBody"] = {"required": body_required, **_json_body(request)}
     if content is not None:
         ok = {"description": "OK", "content": content}
     elif reply is None:
@@ -3423,13 +3656,14 @@ API_DOCS: dict[tuple[str, str], dict] = {
         params=({"name": "local", "in": "query", "required": False, "schema": {"type": "string", "enum": ["1"]},
                  "description": "1: this node's instances only, without asking its peers"},)),
     ("POST", "/v1/envs"): _operation("env_create", "Create an instance (gymnasium.make, or make_vec when num_envs > 1)",
-                                      request="CreateRequest", reply=_object(("instance_id",), instance_id={"type": "string"})),
+                                      request="CreateRequest", body_required=True, reply=_object(("instance_id",), instance_id={"type": "string"})),
     ("GET", "/v1/envs/{instance_id}"): _operation("env_details", "An instance's details and recent episodes",
                                                    reply="InstanceDetails", params=(_INSTANCE,)),
-    ("POST", "/v1/envs/{instance_id}/reset"): _operation("env_reset", "Reset", request="ResetRequest", reply="ResetResponse",
+    ("POST", "/v1/envs/{instance_id}/reset"): _operation("env_reset", "Reset", request=_or_nothing("ResetRequest"), reply="ResetResponse",
                                                          params=(_INSTANCE,)),
     ("POST", "/v1/envs/{instance_id}/step"): _operation("env_step", "Step (a step before any reset resets first)",
-                                                        request="StepRequest", reply="StepResponse", params=(_INSTANCE,)),
+                                                        request="StepRequest", reply="StepResponse", params=(_INSTANCE,),
+                                                        body_required=True),
     ("GET", "/v1/envs/{instance_id}/action_space"): _operation("env_action_space_info", "Describe the action space",
                                                                reply="SpaceInfo", params=(_INSTANCE, _COMPACT)),
     ("GET", "/v1/envs/{instance_id}/action_space/sample"): _operation(
@@ -3443,17 +3677,18 @@ API_DOCS: dict[tuple[str, str], dict] = {
                                                                     reply="SpaceInfo", params=(_INSTANCE, _COMPACT)),
     ("POST", "/v1/envs/{instance_id}/observation_space/contains"): _operation(
         "env_observation_space_contains", "Whether every given field equals the observation space's description",
-        request={"type": "object", "additionalProperties": True}, reply=_object(("member",), member={"type": "boolean"}),
+        request=_or_nothing({"type": "object", "additionalProperties": True}), reply=_object(("member",), member={"type": "boolean"}),
         params=(_INSTANCE,)),
     ("POST", "/v1/envs/{instance_id}/spaces/sample"): _operation(
-        "env_space_sample", "A sample of any of the instance's spaces, or of a part of one", request="SpaceSampleRequest",
+        "env_space_sample", "A sample of any of the instance's spaces, or of a part of one", request=_or_nothing("SpaceSampleRequest"),
         reply=_object(("value",), value=_ref("Value")), params=(_INSTANCE,)),
     ("POST", "/v1/envs/{instance_id}/spaces/contains"): _operation(
         "env_space_contains", "Whether a value is in any of the instance's spaces, or a part of one, as the env's own space says",
-        request="SpaceContainsRequest", reply=_object(("member",), member={"type": "boolean"}), params=(_INSTANCE,)),
+        request="SpaceContainsRequest", reply=_object(("member",), member={"type": "boolean"}), params=(_INSTANCE,),
+        body_required=True),
     ("POST", "/v1/envs/{instance_id}/monitor/start"): _operation(
         "env_monitor_start", "Record episode statistics (and videos) into a directory on the server",
-        request="MonitorStartRequest", status="204", params=(_INSTANCE,)),
+        request="MonitorStartRequest", status="204", params=(_INSTANCE,), body_required=True),
     ("POST", "/v1/envs/{instance_id}/monitor/close"): _operation("env_monitor_close", "Flush and stop the monitor",
                                                                  status="204", params=(_INSTANCE,)),
     ("POST", "/v1/envs/{instance_id}/close"): _operation("env_close", "Close and forget the instance", status="204",
@@ -3467,7 +3702,7 @@ API_DOCS: dict[tuple[str, str], dict] = {
         params=(_INSTANCE, {"name": "index", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
                             "description": "vector instances (required there): which sub-env"})),
     ("POST", "/v1/upload"): _operation("upload", "The old scoreboard upload: always 410 Gone after validating",
-                                       request="UploadRequest", status="410", reply=_MESSAGE),
+                                       request="UploadRequest", status="410", reply=_MESSAGE, body_required=True),
     ("POST", "/v1/shutdown"): _operation("shutdown_server", "Stop the server (loopback, or with the token)", reply=_MESSAGE),
 }
 
@@ -3904,10 +4139,13 @@ class GymHTTPServer(ThreadingHTTPServer):
         if env_timeout is not None and not env_timeout > 0:
             raise ValueError(f"env_timeout must be a positive number of seconds or None, not {env_timeout!r}")
         if max_env_memory is not None:
-            if not (type(max_env_memory) is int and max_env_memory > 0):
-                raise ValueError(f"max_env_memory must be a positive number of MiB or None, not {max_env_memory!r}")
-            if isolation != "process":
+            if not (type(max_env_memory) is int and max_env_memory >= 0):
+                raise ValueError(f"max_env_memory must be a number of MiB (0 for no limit) or None (the default), not {max_env_memory!r}")
+            if isolation != "process" and max_env_memory:
                 raise ValueError("max_env_memory needs isolation 'process': a thread's memory cannot be told apart or ended")
+        elif isolation == "process":
+            max_env_memory = default_max_env_memory()
+        max_env_memory = max_env_memory or None  # 0: no limit
         if not (type(spin_us) is int and 0 <= spin_us <= MAX_SPIN_US):
             raise ValueError(f"spin_us must be an integer from 0 (off) to {MAX_SPIN_US}, not {spin_us!r}")
         if node_id is not None and not re.fullmatch(r"[A-Za-z0-9_]{1,32}", node_id):
@@ -3927,6 +4165,7 @@ class GymHTTPServer(ThreadingHTTPServer):
         self.env_timeout = env_timeout
         self.max_env_memory = max_env_memory
         self.starter: ProcessStarter | None = None
+        self.runners: set[ProcessRunner] = set()  # every instance process not yet ended: made, making or remaking
         self.envs = Envs(max_envs, max_processes, f"{node_id}-" if node_id else "")
         self.node_id = node_id
         self.peers = tuple(p.rstrip("/") for p in peers)
@@ -4035,7 +4274,7 @@ class GymHTTPServer(ThreadingHTTPServer):
         try:
             path, _, query = handler.path.partition("?")
             route, args = self.router.match(handler.command, path)
-            result = route(self, Request(handler.command, body, query), *args)
+            result = route(self, Request(handler.command, body, query, handler.connection), *args)
             if type(result) is bytes:  # JSON from the env side, as it is
                 return HTTPStatus.OK, {}, result, JSON_TYPE
             if result is None:
@@ -4218,23 +4457,30 @@ class GymHTTPServer(ThreadingHTTPServer):
             checked.append((k, name, entry_point, kwargs))
         return tuple(checked)
 
-    def start_env(self, make_args: tuple) -> tuple[ProcessRunner | LocalRunner, dict]:
+    def start_env(self, make_args: tuple, watch: socket.socket | None = None) -> tuple[ProcessRunner | LocalRunner, dict]:
         """Make an env as the isolation says: in a new instance process, or
-        here.  Returns its runner and the facts its env side reported."""
+        here.  Returns its runner and the facts its env side reported.  When
+        the client on ``watch`` hangs up first, what was started is ended:
+        at once in a process; in a thread, which cannot be stopped, once the
+        make returns."""
         if self.starter is None:
-            return LocalRunner.make(make_args, self.env_timeout)
+            runner, facts = LocalRunner.make(make_args, self.env_timeout)
+            if watch is not None and _hung_up(watch):
+                runner.close(CLOSE_WAIT)
+                raise HTTPError(HTTPStatus.BAD_REQUEST, "The client hung up during make; the env was closed")
+            return runner, facts
         pid, sock = self.starter.start()
         runner = ProcessRunner(self, pid, sock)
         try:
-            return runner, runner.call("make", *make_args)
+            return runner, runner.call("make", *make_args, watch=watch)
         except BaseException:
             runner.finish()
             raise
 
-    def restart_env(self, instance: Instance) -> None:
+    def restart_env(self, instance: Instance, watch: socket.socket | None = None) -> None:
         """A fresh env for an instance whose process died (or, in threads,
         whose env was abandoned past --env-timeout)."""
-        instance.runner, instance.facts = self.start_env(instance.make_args)
+        instance.runner, instance.facts = self.start_env(instance.make_args, watch)
         instance.described.clear()
         instance.needs_reset = True
         monitor = instance.monitor
@@ -4318,15 +4564,16 @@ class GymHTTPServer(ThreadingHTTPServer):
     def _memory_loop(self) -> None:
         """Kill an instance process whose memory goes past --max-env-memory
         during a call (between calls it checks itself); idle ones are checked
-        once a second."""
+        once a second.  Every process the server started is watched, from its
+        fork on: one still making its env (a create, or the remake a reset
+        does after a crash) is in a call too, and not in the registry yet."""
         limit = self.max_env_memory << 20
         rounds = 0
         while not self._shutdown_started.wait(MEMORY_POLL):
             rounds += 1
             everyone = rounds % round(1 / MEMORY_POLL) == 0
-            for instance in self.envs.all():
-                runner = instance.runner
-                if isinstance(runner, ProcessRunner) and (runner.busy or everyone):
+            for runner in list(self.runners):  # a copy: creates and ends change the set meanwhile
+                if runner.busy or everyone:
                     rss = runner.rss()
                     if rss is not None and rss > limit:
                         runner.held = rss
@@ -4364,9 +4611,9 @@ class GymHTTPServer(ThreadingHTTPServer):
         with self._state:
             drained = self._state.wait_for(lambda: self._inflight == 0, timeout=self.drain_seconds)
         if not drained:
-            for instance in self.envs.all():
-                if instance.runner is not None and instance.runner.busy:
-                    instance.runner.kill("shutdown")
+            for runner in list(self.runners):  # makes too: a create in flight is not in the registry yet
+                if runner.busy:
+                    runner.kill("shutdown")
             with self._state:  # their requests now answer at once
                 self._state.wait_for(lambda: self._inflight == 0, timeout=1.0)
         for handler in list(self._connections):
@@ -4429,6 +4676,18 @@ def serve(
     run(make_server(host, port, imports=tuple(imports), spin_us=spin_us, **options))
 
 
+_SERVER_HANDLERS: set = set()  # the signal handlers run() installed, in this process
+
+
+def _default_signals() -> None:
+    """In a process forked from the server (an env's child, in thread mode):
+    the default handlers again, so that SIGTERM ends it, instead of the
+    server's, which would only ask a server that is not there to stop."""
+    for signum, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler)):
+        if signal.getsignal(signum) in _SERVER_HANDLERS:
+            signal.signal(signum, default)
+
+
 def run(server: GymHTTPServer) -> None:
     """Serve until shut down; SIGINT and SIGTERM stop it cleanly, a second
     Ctrl-C at once."""
@@ -4449,6 +4708,9 @@ def run(server: GymHTTPServer) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+        _SERVER_HANDLERS.add(on_signal)
+        if hasattr(os, "register_at_fork") and len(_SERVER_HANDLERS) == 1:
+            os.register_at_fork(after_in_child=_default_signals)
     print(f"gymhttp {__version__} serving on {server.url}/ (the dashboard is at that URL; Ctrl-C to stop; "
           f"instances in {'processes' if server.isolation == 'process' else 'threads'})", flush=True)
     if headless_gl:
@@ -4497,7 +4759,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--max-env-memory", type=int, default=None, metavar="MIB",
-        help="with --isolation process: kill an instance process whose resident memory goes past MIB (default: none)",
+        help="with --isolation process: kill an instance process whose resident memory goes past MIB, from its fork on; "
+        f"0 for no limit (default: half this machine's memory, {default_max_env_memory():,} MiB here)",
     )
     parser.add_argument("--max-envs", type=int, default=DEFAULT_MAX_ENVS, metavar="N", help="most instances at once (default: %(default)s)")
     parser.add_argument(
@@ -4547,12 +4810,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{flag} must be positive, not {value}")
     if not 0 <= args.spin_us <= MAX_SPIN_US:
         parser.error(f"--spin-us must be from 0 (off) to {MAX_SPIN_US}, not {args.spin_us}")
-    for flag, value in (("--idle-timeout", args.idle_timeout), ("--env-timeout", args.env_timeout), ("--max-env-memory", args.max_env_memory)):
+    if args.max_env_memory is not None and args.max_env_memory < 0:
+        parser.error(f"--max-env-memory must be 0 (no limit) or more, not {args.max_env_memory}")
+    for flag, value in (("--idle-timeout", args.idle_timeout), ("--env-timeout", args.env_timeout)):
         if value is not None and not value > 0:
             parser.error(f"{flag} must be positive, not {value}")
     if not args.drain_timeout >= 0:
         parser.error(f"--drain-timeout must be 0 or more, not {args.drain_timeout}")
-    if args.max_env_memory is not None and args.isolation != "process":
+    if args.max_env_memory and args.isolation != "process":
         parser.error("--max-env-memory needs --isolation process: a thread's memory cannot be measured or ended apart")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s gymhttp %(levelname)s %(message)s")
     _raise_open_files_limit()

@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 
 import bench_envs  # noqa: E402  (registers Atari here too, for the in-process rows)
 import client  # noqa: E402
+import gymhttp  # noqa: E402
 
 # The floor: an echo server in another process.  With "poll" it busy-polls
 # for the next message instead of blocking, as gymhttp does by default.
@@ -516,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seconds = 0.05 if args.quick else args.seconds
     sizes = (64,) if args.quick else (64, 256, 1024)
+    gymhttp.pick_headless_gl()  # once here: the servers started below inherit MUJOCO_GL instead of each probing
 
     echo, echo_port = start_echo(poll=False)
     polling_echo, polling_echo_port = start_echo(poll=True)
