@@ -121,8 +121,8 @@ MAX_HEADER_LINE = 8192
 MAX_HEADERS = 100
 MAX_ECHO = 200  # characters of a client's value quoted back in a message
 MAX_JSON_DEPTH = 64  # arrays and objects nested in a request: deeper would recurse (pickling, encoding, envs)
-MAX_PATH_LENGTH = 4096  # bytes of a monitor directory's path, as Linux's PATH_MAX
-MAX_PATH_PARTS = 128  # its components: os.makedirs recurses once per missing one
+MAX_PATH_LENGTH = 4096  # characters of a monitor directory's path, as Linux's PATH_MAX has bytes
+MAX_PATH_PARTS = 128  # its slashes: os.makedirs recurses once per missing component
 INFINITY_BOUND = 1e100  # how infinite Box bounds travel, as the original did
 ID_LENGTH = 8
 ENCODINGS = ("list", "base64", "typed")  # how an instance sends values (see "JSON encoding" below)
@@ -3570,7 +3570,9 @@ OPENAPI_SCHEMAS: dict[str, dict] = {
     ),
     "MonitorStartRequest": _object(
         ("directory",),
-        directory={"type": "string", "minLength": 1},
+        directory={"type": "string", "minLength": 1, "maxLength": MAX_PATH_LENGTH,
+                   "pattern": f"^[^/\\u0000]*(?:/[^/\\u0000]*){{0,{MAX_PATH_PARTS}}}$",
+                   "description": f"a path on the server: at most {MAX_PATH_LENGTH} characters and {MAX_PATH_PARTS} slashes, no NUL"},
         force=_FLAG,
         resume=_FLAG,
         video_callable={"oneOf": [{"type": ["boolean", "null"]}, {"type": "integer", "minimum": 1}], "default": False},
@@ -4494,12 +4496,12 @@ class GymHTTPServer(ThreadingHTTPServer):
         anywhere on loopback; under the working directory otherwise."""
         if "\x00" in directory:
             raise bad_request("Parameter 'directory' contains a NUL byte")
-        if len(directory.encode("utf-8", "surrogatepass")) > MAX_PATH_LENGTH:
+        if len(directory) > MAX_PATH_LENGTH:
             raise bad_request(f"Parameter 'directory' is {len(directory)} characters long; a path may have at most "
-                              f"{MAX_PATH_LENGTH} bytes")
-        parts = [p for p in directory.split(os.sep) if p]
-        if len(parts) > MAX_PATH_PARTS:
-            raise bad_request(f"Parameter 'directory' has {len(parts)} path components; at most {MAX_PATH_PARTS} are taken")
+                              f"{MAX_PATH_LENGTH}")
+        if directory.count("/") > MAX_PATH_PARTS:  # os.makedirs recurses once per component
+            raise bad_request(f"Parameter 'directory' has {directory.count('/')} slashes; at most {MAX_PATH_PARTS} path "
+                              "components are taken")
         root = self.monitor_root
         if root is None and not self.loopback:
             root = os.path.realpath(os.getcwd())
