@@ -1405,8 +1405,13 @@ class EnvSide:
     """
 
     def __init__(self, instance_id: str, env_id: str, kwargs: dict, num_envs: int, mode: str | None,
-                 vector_kwargs: dict, encoding: str, wrappers: tuple = ()):
+                 vector_kwargs: dict, encoding: str, wrappers: tuple = (), seed: int | None = None):
         self.instance_id = instance_id
+        # What a step or reset must know, decided here whoever relays it: a step before any reset
+        # resets first (with the create's seed), and one after the env raised is refused.
+        self.needs_reset = True
+        self.pending_seed = seed
+        self.broken: str | None = None
         self.env = env = make_env(env_id, kwargs, num_envs, mode, vector_kwargs, wrappers)
         self.num_envs = num_envs
         self.vector = num_envs > 1
@@ -1490,11 +1495,27 @@ class EnvSide:
         return observation, info, self._start_episodes(mask)
 
     def reset(self, seed: Any, options: dict | None) -> tuple[tuple | None, bytes]:
-        """Reset; returns (the episode it interrupted or None, the reply)."""
-        observation, info, interrupted = self._reset(seed, options)
+        """Reset (with the create's seed when none is given, the first time);
+        returns (the episode it interrupted or None, the reply)."""
+        try:
+            observation, info, interrupted = self._reset(self.pending_seed if seed is None else seed, options)
+        except Exception as exc:
+            raise self._failed(exc, "reset") from exc
+        self.needs_reset, self.pending_seed, self.broken = False, None, None
         if self.info is not None:
             info = self.info(info)
         return interrupted, encode_json({"observation": self.observation.encode(observation), "info": info})
+
+    def _failed(self, exc: Exception, op: str) -> HTTPError:
+        """The env raised during a step or reset: the instance is broken until a reset works."""
+        error = env_failure(exc, op)
+        if isinstance(error, EnvFailure):
+            self.broken = error.summary
+        return error
+
+    def broken_message(self) -> str:
+        return (f"Instance {self.instance_id} is broken: its environment {self.broken}; "
+                "reset it (POST /v1/envs/<id>/reset/) to try again, or close it")
 
     def _decode_action(self, action: Any) -> Any:
         codec = self.action
@@ -1506,19 +1527,27 @@ class EnvSide:
             raise bad_request(f"Action {short(action)} is not in the action space {codec.space}")
         return value
 
-    def step(self, body: bytes, reset_first: bool, seed: Any) -> tuple[tuple, bytes]:
-        """Step with the action in a request body, after a reset with ``seed``
-        when ``reset_first``; returns (the episodes it ended, the reply)."""
+    def step(self, body: bytes) -> tuple[tuple, bytes, bool]:
+        """Step with the action in a request body, after a reset when none
+        came before (as the original server did); returns (the episodes it
+        ended, the reply, whether it reset first)."""
+        if self.broken:
+            raise HTTPError(HTTPStatus.CONFLICT, self.broken_message())
         params = decode_json_body(body)
         action = params.get("action")
         if action is None:
             raise bad_request("A required request parameter 'action' was not provided")
         render = flag_param(params, "render")
         value = self._decode_action(action)
-        if reset_first:
-            self._reset(seed, None)
+        reset_first = self.needs_reset
         env = self.env
-        observation, reward, terminated, truncated, info = env.step(value)
+        try:
+            if reset_first:
+                self._reset(self.pending_seed, None)
+                self.needs_reset, self.pending_seed = False, None
+            observation, reward, terminated, truncated, info = env.step(value)
+        except Exception as exc:
+            raise self._failed(exc, "step") from exc
         if render and env.render_mode not in (None, "human"):
             try:
                 _render(env.render)
@@ -1542,7 +1571,7 @@ class EnvSide:
             else:
                 reply = {"observation": self.observation.encode(observation), "reward": array(reward), "done": array(done),
                          "terminated": array(terminated), "truncated": array(truncated), "info": info}
-            return episodes, encode_json(reply)
+            return episodes, encode_json(reply), reset_first
         given, reward, terminated, truncated = reward, float(reward), bool(terminated), bool(truncated)
         done = terminated or truncated
         episodes = self._count(reward, done)
@@ -1558,7 +1587,7 @@ class EnvSide:
             b',"reward":', reward_json,
             _FLAGS[done, terminated, truncated],
             _encode_value(info) if info else b"{}", b"}",
-        ))
+        )), reset_first
 
     def sample(self) -> bytes:
         return encode_json({"action": self.action.encode(self.env.action_space.sample())})
@@ -1580,6 +1609,8 @@ class EnvSide:
         """The current frame as (content type, bytes): a PNG for rgb_array,
         text for ansi, and for any other mode (depth_array, rgbd_tuple,
         rgb_array_list...) JSON ``{"frame": ...}`` with its arrays as envelopes."""
+        if self.needs_reset:
+            raise HTTPError(HTTPStatus.CONFLICT, f"Instance {self.instance_id} has not been reset yet; reset or step it, then render")
         env = self.env
         if index is None:
             frame = _render(env.render)
@@ -2972,7 +3003,7 @@ def route_create(server: GymHTTPServer, request: Request) -> dict:
     processes = (server.starter is not None) + (num_envs if mode == "async" else 0)
 
     def build(instance_id: str) -> Instance:
-        make_args = (instance_id, env_id, kwargs, num_envs, mode, vector_kwargs, encoding, wrappers)
+        make_args = (instance_id, env_id, kwargs, num_envs, mode, vector_kwargs, encoding, wrappers, seed)
         instance = Instance(instance_id, env_id, make_args, num_envs=num_envs, encoding=encoding, seed=seed)
         try:
             instance.runner, instance.facts = server.start_env(make_args, request.connection)
@@ -3026,11 +3057,9 @@ def route_reset(server: GymHTTPServer, request: Request, instance_id: str) -> by
     if instance.vector and options and "reset_mask" in options:
         options = dict(options, reset_mask=_reset_mask(options["reset_mask"], instance.num_envs))
     with instance:
-        if seed is None:
-            seed = instance.pending_seed
         if instance.runner.ended is not None:  # its process died or was killed: make the env afresh
             server.restart_env(instance, request.connection)
-        interrupted, payload = instance.call("reset", seed, options)
+        interrupted, payload = instance.call("reset", seed, options)  # with no seed, the env side knows which
         instance.reset_done(interrupted)
     return payload
 
@@ -3054,11 +3083,9 @@ def _reset_mask(mask: Any, num_envs: int) -> np.ndarray:
 def route_step(server: GymHTTPServer, request: Request, instance_id: str) -> bytes:
     instance = _touch(server, instance_id)
     with instance:
-        if instance.broken:
-            raise HTTPError(HTTPStatus.CONFLICT, instance.broken_message())
-        reset_first = instance.needs_reset
-        # The body goes to the env side as it came: it parses the action there.
-        episodes, payload = instance.call("step", request.body, reset_first, instance.pending_seed)
+        # The body goes to the env side as it came: it parses the action there, and resets first if
+        # it must (a step before any reset) or refuses (a broken env).  What it did, the server counts.
+        episodes, payload, reset_first = instance.call("step", request.body)
         if reset_first:
             instance.reset_done(None)
         instance.steps += 1
@@ -3309,8 +3336,6 @@ def route_render(server: GymHTTPServer, request: Request, instance_id: str) -> R
                           'with "kwargs": {"render_mode": "rgb_array"} (or "ansi" for text envs that offer it)')
     index = _index_param(request.params, instance)
     with instance:
-        if instance.needs_reset:
-            raise HTTPError(HTTPStatus.CONFLICT, f"Instance {instance_id} has not been reset yet; reset or step it, then render")
         content_type, body = instance.call("render", index)
     return Response(HTTPStatus.OK, body, content_type, {"Cache-Control": "no-store"} if content_type == PNG_TYPE else None)
 
@@ -4482,7 +4507,8 @@ class GymHTTPServer(ThreadingHTTPServer):
     def restart_env(self, instance: Instance, watch: socket.socket | None = None) -> None:
         """A fresh env for an instance whose process died (or, in threads,
         whose env was abandoned past --env-timeout)."""
-        instance.runner, instance.facts = self.start_env(instance.make_args, watch)
+        # A fresh env seeds its first reset as the create said, unless a reset came since.
+        instance.runner, instance.facts = self.start_env((*instance.make_args[:-1], instance.pending_seed), watch)
         instance.described.clear()
         instance.needs_reset = True
         monitor = instance.monitor
