@@ -3778,6 +3778,266 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # every control character b
 # A chunk-size line: hex digits, chunk extensions (ignored), CRLF.
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[^\r\n]*)?\r\n")
 _OK_JSON = f"HTTP/1.1 200 OK\r\nContent-Type: {JSON_TYPE}\r\nContent-Length: %d\r\n\r\n".encode()
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# -- reading a request, checking it, answering it -------------------------------
+#
+# The server reads every connection with these, and so does an instance
+# process that owns one (see "Instance processes"): one parser, one set of
+# checks, one way to answer.
+
+
+class FramingError(Exception):
+    """A request whose bytes can't be trusted, or one refused before its
+    body was read: it gets its answer, then the connection is closed."""
+
+    def __init__(self, status: HTTPStatus, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+class PeerGone(Exception):
+    """The peer hung up, or its connection was cut, in the middle of a request."""
+
+
+def read_head(rfile: Any, line: bytes) -> tuple[str, str, str, dict]:
+    """The request that ``line`` (its first line, already read) starts:
+    (method, target, version, headers with lower-case names)."""
+    if len(line) > MAX_REQUEST_LINE:
+        raise FramingError(HTTPStatus.REQUEST_URI_TOO_LONG, f"Request line longer than {MAX_REQUEST_LINE} bytes")
+    words = line.split()
+    if len(words) != 3 or words[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+        if len(words) == 2 and words[0] == b"GET":  # HTTP/0.9: we don't speak it
+            raise FramingError(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not supported; send HTTP/1.1")
+        if len(words) == 3 and _HTTP_VERSION.fullmatch(words[2]):
+            raise FramingError(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
+                               f"{short(words[2].decode('latin-1'))} is not supported; send HTTP/1.1 (or HTTP/1.0)")
+        raise FramingError(HTTPStatus.BAD_REQUEST, f"Malformed request line {short(line.decode('latin-1').rstrip())}")
+    try:
+        command, target, version = (w.decode("ascii") for w in words)
+    except UnicodeDecodeError:
+        raise FramingError(HTTPStatus.BAD_REQUEST, "Request line is not ASCII; percent-encode the path")
+    headers: dict[str, str] = {}
+    total = 0
+    while True:
+        try:
+            raw = rfile.readline(MAX_HEADER_LINE + 1)
+        except (TimeoutError, OSError):
+            raise PeerGone
+        if raw in (b"\r\n", b"\n"):
+            break
+        if not raw:
+            raise PeerGone
+        if len(raw) > MAX_HEADER_LINE:
+            raise FramingError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"A header line is longer than {MAX_HEADER_LINE} bytes")
+        total += 1
+        if total > MAX_HEADERS:
+            raise FramingError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"More than {MAX_HEADERS} headers")
+        name, sep, value = raw.partition(b":")
+        if not sep or not _TOKEN.fullmatch(name):  # RFC 9110: a field name is a token; no space, no folding
+            raise FramingError(HTTPStatus.BAD_REQUEST, f"Malformed header line {short(raw.decode('latin-1').rstrip())}")
+        value = value[:-2] if value.endswith(b"\r\n") else value.rstrip(b"\n")
+        if _CONTROL.search(value):
+            raise FramingError(HTTPStatus.BAD_REQUEST, f"Header {short(name.decode('latin-1'))} holds a control "
+                               "character; a field value may hold only visible characters, spaces and tabs")
+        key, text = name.decode("latin-1").lower(), value.strip(b" \t").decode("latin-1")  # only SP and HTAB around it
+        if key == "content-length" and headers.get(key, text) != text:
+            raise FramingError(HTTPStatus.BAD_REQUEST, "Conflicting Content-Length headers")
+        if key in ("host", "transfer-encoding") and key in headers:
+            raise FramingError(HTTPStatus.BAD_REQUEST, f"Two {name.decode('latin-1')} headers; send one")
+        headers[key] = text
+    if version == "HTTP/1.1" and "host" not in headers:
+        raise FramingError(HTTPStatus.BAD_REQUEST, "An HTTP/1.1 request needs a Host header (RFC 9112)")
+    return command, target, version, headers
+
+
+def keeps_alive(version: str, headers: dict) -> bool:
+    """Whether the connection goes on after this request (RFC 9112 §9.3)."""
+    connection = headers.get("connection", "").lower()
+    return "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
+
+
+def read_body(rfile: Any, headers: dict, max_body: int, send: Callable[[bytes], Any]) -> bytes:
+    """The body the headers announce (Content-Length or chunked), at most
+    ``max_body`` bytes; ``send`` writes a 100 Continue when it is asked for."""
+    if "transfer-encoding" in headers:
+        if headers["transfer-encoding"].lower() != "chunked":
+            raise FramingError(HTTPStatus.NOT_IMPLEMENTED, "Only the chunked Transfer-Encoding is supported")
+        if "content-length" in headers:
+            raise FramingError(HTTPStatus.BAD_REQUEST, "Both Transfer-Encoding and Content-Length were sent")
+        if headers.get("expect", "").lower() == "100-continue":
+            send(_CONTINUE)
+        return _read_chunked(rfile, max_body)
+    length = headers.get("content-length")
+    if length is None:
+        return b""
+    if not (length.isascii() and length.isdigit()) or len(length) > 18:  # "²" is a digit to isdigit()
+        raise FramingError(HTTPStatus.BAD_REQUEST, f"Content-Length {short(length)} is not a non-negative integer (ASCII digits)")
+    size = int(length)
+    if size > max_body:
+        raise FramingError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"Request body of {size} bytes is over the limit of {max_body} (--max-body)")
+    if size == 0:
+        return b""
+    if headers.get("expect", "").lower() == "100-continue":
+        send(_CONTINUE)
+    try:
+        body = rfile.read(size)
+    except (TimeoutError, OSError):
+        raise PeerGone
+    if body is None or len(body) < size:
+        raise PeerGone
+    return body
+
+
+def _read_chunked(rfile: Any, max_body: int) -> bytes:
+    parts, size = [], 0
+    try:
+        while True:
+            line = rfile.readline(MAX_HEADER_LINE + 1)
+            match = _CHUNK_SIZE.fullmatch(line)
+            if match is None:  # hex digits only (RFC 9112): int("1_8", 16) or " 18" must not pass
+                if not line:
+                    raise PeerGone
+                raise FramingError(HTTPStatus.BAD_REQUEST, f"Malformed chunk size line {short(line.decode('latin-1'))}; "
+                                   "send hex digits, then CRLF")
+            chunk = int(match[1], 16)
+            size += chunk
+            if size > max_body:
+                raise FramingError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"Request body over the limit of {max_body} bytes (--max-body)")
+            if chunk == 0:
+                while rfile.readline(MAX_HEADER_LINE + 1) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers, ignored
+                return b"".join(parts)
+            data = rfile.read(chunk)
+            if data is None or len(data) < chunk:
+                raise PeerGone
+            parts.append(data)
+            if rfile.readline(3) != b"\r\n":
+                raise FramingError(HTTPStatus.BAD_REQUEST, "A chunk's data is not followed by CRLF")
+    except (TimeoutError, OSError):
+        raise PeerGone
+
+
+def response_bytes(status: HTTPStatus, body: bytes, content_type: str, headers: dict, command: str,
+                   close: bool) -> tuple[bytes, bool]:
+    """A whole response, to be written in one send (Nagle-proof), and whether
+    the connection closes after it.  ``Content-Length`` always, except for
+    204, which has no body (RFC 9110); HEAD gets the headers of GET alone."""
+    if status is HTTPStatus.OK and not headers and content_type is JSON_TYPE and not close:
+        return _OK_JSON % len(body) + (body if command != "HEAD" else b""), False  # the usual reply, a step's
+    lines = [_STATUS_LINES[status]]
+    if status is not HTTPStatus.NO_CONTENT:
+        lines.append(f"Content-Type: {content_type}")
+        lines.append(f"Content-Length: {len(body)}")
+    for name, value in headers.items():
+        if name == "Connection" and value == "close":
+            close = True
+            continue
+        lines.append(f"{name}: {value}")
+    if close:
+        lines.append("Connection: close")
+    lines.append("\r\n")
+    head = "\r\n".join(lines).encode("latin-1")
+    if command == "HEAD" or status is HTTPStatus.NO_CONTENT:
+        body = b""
+    return head + body, close
+
+
+def dispatch(host: Any, command: str, target: str, body: bytes, connection: socket.socket | None) -> tuple[HTTPStatus, dict, bytes, str]:
+    """Route one request to its handler; returns (status, extra headers,
+    body, content type).  The one place where errors become responses: an
+    HTTPError is its own answer, anything else a 500 that says what failed.
+    ``host`` is what routes get as their ``server``: the server, or an
+    instance process serving its own connection."""
+    try:
+        path, _, query = target.partition("?")
+        route, args = host.router.match(command, path)
+        result = route(host, Request(command, body, query, connection), *args)
+        if type(result) is bytes:  # JSON from the env side, as it is
+            return HTTPStatus.OK, {}, result, JSON_TYPE
+        if result is None:
+            return HTTPStatus.NO_CONTENT, {}, b"", JSON_TYPE
+        if isinstance(result, Response):
+            return result.status, result.headers, result.body, result.content_type
+        return HTTPStatus.OK, {}, encode_json(result), JSON_TYPE
+    except HTTPError as exc:
+        if isinstance(exc, EnvFailure):  # the env's traceback, whatever --log-level says
+            log.error("environment error on %s %s: %s\n%s", command, target, exc.message, exc.trace.rstrip())
+        return exc.status, exc.headers, encode_json({"message": exc.message}), JSON_TYPE
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # a bug of ours: say so, and keep serving
+        log.error("error on %s %s:\n%s", command, target, traceback.format_exc())
+        text = cut(str(exc), 2000)
+        return HTTPStatus.INTERNAL_SERVER_ERROR, {}, encode_json({"message": f"The server failed: {type(exc).__name__}: {text}"}), JSON_TYPE
+
+
+class Edge:
+    """What is checked of every request as soon as its head is read, before
+    its body: the Host (DNS rebinding), the Origin (other sites' pages), the
+    token, and shutdown from afar.  The server holds one; an instance process
+    that owns a connection holds a copy."""
+
+    def __init__(self, token: str | None, allowed_origins: frozenset, loopback: bool):
+        self.token, self.allowed_origins, self.loopback = token, allowed_origins, loopback
+        self._hosts: dict[str, bool] = {}  # Host header -> names this machine
+
+    def admit(self, method: str, target: str, headers: dict, peer: str) -> dict | Response:
+        """Raises the HTTPError that refuses a request; returns the CORS
+        headers its reply carries, or the reply to a CORS preflight."""
+        path = target.partition("?")[0]
+        host = headers.get("host")
+        if self.loopback and host is not None and not self._host_ok(host):
+            raise HTTPError(
+                HTTPStatus.FORBIDDEN,
+                f"Host {short(host)} is not this machine's: a server on loopback answers only to localhost, "
+                "127.0.0.1 and [::1] (a page elsewhere could reach it by DNS rebinding); listen on another "
+                "address (-l) to serve other names",
+            )
+        cors: dict = {}
+        origin = headers.get("origin")
+        if origin is not None and origin != f"http://{host}":
+            if "*" in self.allowed_origins or origin in self.allowed_origins:
+                cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+                if method == "OPTIONS" and "access-control-request-method" in headers:  # a preflight: no token
+                    return Response(HTTPStatus.NO_CONTENT, headers={
+                        **cors, "Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
+                        "Access-Control-Allow-Headers": "Authorization, Content-Type", "Access-Control-Max-Age": "600",
+                    })
+            elif method not in ("GET", "HEAD"):
+                raise HTTPError(
+                    HTTPStatus.FORBIDDEN,
+                    f"Requests from the web page at {short(origin)} are refused: only GET and HEAD are taken from "
+                    "other origins; start the server with --allow-origin to let that page use the API",
+                )
+        presented = False
+        if self.token is not None and "/" + path.strip("/") not in PUBLIC_PATHS:
+            given = headers.get("authorization", "")
+            scheme, _, credential = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), self.token.encode()):
+                raise HTTPError(
+                    HTTPStatus.UNAUTHORIZED,
+                    "This server needs a token: send the header 'Authorization: Bearer <token>' "
+                    "(client.Client(..., token=...) or GYMHTTP_TOKEN)",
+                    headers={"WWW-Authenticate": 'Bearer realm="gymhttp"', **cors},
+                )
+            presented = True
+        if not presented and path.rstrip("/") == "/v1/shutdown" and not _is_loopback(peer):
+            raise HTTPError(
+                HTTPStatus.FORBIDDEN,
+                "Shutdown is only taken from this machine (loopback) unless the server was started with --token and the request carries it",
+            )
+        return cors
+
+    def _host_ok(self, host: str) -> bool:
+        """_is_loopback_host, remembered: a client sends the same Host each time,
+        and parsing an address costs more than the rest of the checks."""
+        known = self._hosts.get(host)
+        if known is None:
+            if len(self._hosts) >= 256:
+                self._hosts.clear()
+            known = self._hosts[host] = _is_loopback_host(host)
+        return known
 
 
 def _preemption_counter() -> Callable[[], int] | None:
@@ -3897,67 +4157,17 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         self._started = started = time.perf_counter() if self.server.log_requests else 0.0
         self.command, self.path = "", ""
         self.request_version = "HTTP/1.1"
-        if len(line) > MAX_REQUEST_LINE:
-            return self._fail(HTTPStatus.REQUEST_URI_TOO_LONG, f"Request line longer than {MAX_REQUEST_LINE} bytes")
-        words = line.split()
-        if len(words) != 3 or words[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
-            if len(words) == 2 and words[0] == b"GET":  # HTTP/0.9: we don't speak it
-                return self._fail(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not supported; send HTTP/1.1")
-            if len(words) == 3 and _HTTP_VERSION.fullmatch(words[2]):
-                return self._fail(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
-                                  f"{short(words[2].decode('latin-1'))} is not supported; send HTTP/1.1 (or HTTP/1.0)")
-            return self._fail(HTTPStatus.BAD_REQUEST, f"Malformed request line {short(line.decode('latin-1').rstrip())}")
         try:
-            self.command = words[0].decode("ascii")
-            self.path = words[1].decode("ascii")
-            self.request_version = words[2].decode("ascii")
-        except UnicodeDecodeError:
-            return self._fail(HTTPStatus.BAD_REQUEST, "Request line is not ASCII; percent-encode the path")
-        headers = {}
-        total = 0
-        while True:
-            try:
-                raw = self.rfile.readline(MAX_HEADER_LINE + 1)
-            except (TimeoutError, OSError):
-                return
-            if raw in (b"\r\n", b"\n"):
-                break
-            if not raw:
-                return  # the peer went away mid-request
-            if len(raw) > MAX_HEADER_LINE:
-                return self._fail(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"A header line is longer than {MAX_HEADER_LINE} bytes")
-            total += 1
-            if total > MAX_HEADERS:
-                return self._fail(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"More than {MAX_HEADERS} headers")
-            name, sep, value = raw.partition(b":")
-            if not sep or not _TOKEN.fullmatch(name):  # RFC 9110: a field name is a token; no space, no folding
-                return self._fail(HTTPStatus.BAD_REQUEST, f"Malformed header line {short(raw.decode('latin-1').rstrip())}")
-            value = value[:-2] if value.endswith(b"\r\n") else value.rstrip(b"\n")
-            if _CONTROL.search(value):
-                return self._fail(HTTPStatus.BAD_REQUEST, f"Header {short(name.decode('latin-1'))} holds a control "
-                                  "character; a field value may hold only visible characters, spaces and tabs")
-            key, text = name.decode("latin-1").lower(), value.strip(b" \t").decode("latin-1")  # only SP and HTAB around it
-            if key == "content-length" and headers.get(key, text) != text:
-                return self._fail(HTTPStatus.BAD_REQUEST, "Conflicting Content-Length headers")
-            if key in ("host", "transfer-encoding") and key in headers:
-                return self._fail(HTTPStatus.BAD_REQUEST, f"Two {name.decode('latin-1')} headers; send one")
-            headers[key] = text
-        if self.request_version == "HTTP/1.1" and "host" not in headers:
-            return self._fail(HTTPStatus.BAD_REQUEST, "An HTTP/1.1 request needs a Host header (RFC 9112)")
-        self.parsed_headers = headers
-        connection = headers.get("connection", "").lower()
-        if self.request_version == "HTTP/1.0":
-            self.close_connection = "keep-alive" not in connection
-        else:
-            self.close_connection = "close" in connection
-        try:  # Host, Origin and token, checked before the body is read
-            cors = server.admit(self)
-        except HTTPError as exc:
-            # The body stays unread, so the connection cannot go on.
-            return self._fail(exc.status, exc.message, exc.headers)
-        body = self._read_body(headers)
-        if body is None:
+            self.command, self.path, self.request_version, headers = read_head(self.rfile, line)
+            self.parsed_headers = headers
+            self.close_connection = not keeps_alive(self.request_version, headers)
+            cors = server.admit(self)  # Host, Origin and token, checked before the body is read
+            body = read_body(self.rfile, headers, server.max_body, self.connection.sendall)
+        except PeerGone:
+            self.close_connection = True
             return
+        except (FramingError, HTTPError) as exc:  # a refused head: its body stays unread, so the connection cannot go on
+            return self._fail(exc.status, exc.message, exc.headers)
         if type(cors) is Response:  # a CORS preflight: nothing to dispatch
             self.reply(cors.status, cors.body, cors.content_type, cors.headers)
             return
@@ -3984,72 +4194,6 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
                 self.client_address[0], self.command, self.path, status, (time.perf_counter() - started) * 1000,
             )
 
-    def _read_body(self, headers: dict) -> bytes | None:
-        """The request body, or None after answering a framing error."""
-        if "transfer-encoding" in headers:
-            if headers["transfer-encoding"].lower() != "chunked":
-                return self._fail(HTTPStatus.NOT_IMPLEMENTED, "Only the chunked Transfer-Encoding is supported")
-            if "content-length" in headers:
-                return self._fail(HTTPStatus.BAD_REQUEST, "Both Transfer-Encoding and Content-Length were sent")
-            return self._read_chunked()
-        length = headers.get("content-length")
-        if length is None:
-            return b""
-        if not (length.isascii() and length.isdigit()) or len(length) > 18:  # "²" is a digit to isdigit()
-            return self._fail(HTTPStatus.BAD_REQUEST, f"Content-Length {short(length)} is not a non-negative integer (ASCII digits)")
-        size = int(length)
-        if size > self.server.max_body:
-            return self._fail(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"Request body of {size} bytes is over the limit of {self.server.max_body} (--max-body)",
-            )
-        if size == 0:
-            return b""
-        if headers.get("expect", "").lower() == "100-continue":
-            self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        try:
-            body = self.rfile.read(size)
-        except (TimeoutError, OSError):
-            self.close_connection = True
-            return None
-        if body is None or len(body) < size:
-            self.close_connection = True
-            return None
-        return body
-
-    def _read_chunked(self) -> bytes | None:
-        if self.parsed_headers.get("expect", "").lower() == "100-continue":
-            self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        parts, size = [], 0
-        try:
-            while True:
-                line = self.rfile.readline(MAX_HEADER_LINE + 1)
-                match = _CHUNK_SIZE.fullmatch(line)
-                if match is None:  # hex digits only (RFC 9112): int("1_8", 16) or " 18" must not pass
-                    return self._fail(HTTPStatus.BAD_REQUEST, f"Malformed chunk size line {short(line.decode('latin-1'))}; "
-                                      "send hex digits, then CRLF")
-                chunk = int(match[1], 16)
-                size += chunk
-                if size > self.server.max_body:
-                    return self._fail(
-                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        f"Request body over the limit of {self.server.max_body} bytes (--max-body)",
-                    )
-                if chunk == 0:
-                    while self.rfile.readline(MAX_HEADER_LINE + 1) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers, ignored
-                    return b"".join(parts)
-                data = self.rfile.read(chunk)
-                if data is None or len(data) < chunk:
-                    self.close_connection = True
-                    return None
-                parts.append(data)
-                if self.rfile.readline(3) != b"\r\n":
-                    return self._fail(HTTPStatus.BAD_REQUEST, "A chunk's data is not followed by CRLF")
-        except (TimeoutError, OSError):
-            self.close_connection = True
-            return None
-
     def _fail(self, status: HTTPStatus, message: str, headers: dict | None = None) -> None:
         """Answer a framing error (or a request refused before its body was
         read) and drop the connection: its bytes can't be trusted."""
@@ -4061,34 +4205,10 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
         return None
 
     def reply(self, status: HTTPStatus, body: bytes, content_type: str, headers: dict) -> None:
-        """Write a whole response in one send (Nagle-proof).
-
-        ``Content-Length`` always, except for 204 which has no body (RFC 9110);
-        HEAD gets the headers of GET without the body.
-        """
-        if status is HTTPStatus.OK and not headers and content_type is JSON_TYPE and not self.close_connection:
-            try:  # the usual reply (a step's), from a template
-                self.connection.sendall(_OK_JSON % len(body) + (body if self.command != "HEAD" else b""))
-            except OSError:
-                self.close_connection = True
-            return
-        lines = [_STATUS_LINES[status]]
-        if status is not HTTPStatus.NO_CONTENT:
-            lines.append(f"Content-Type: {content_type}")
-            lines.append(f"Content-Length: {len(body)}")
-        for name, value in headers.items():
-            if name == "Connection" and value == "close":
-                self.close_connection = True
-                continue
-            lines.append(f"{name}: {value}")
-        if self.close_connection:
-            lines.append("Connection: close")
-        lines.append("\r\n")
-        head = "\r\n".join(lines).encode("latin-1")
-        if self.command == "HEAD" or status is HTTPStatus.NO_CONTENT:
-            body = b""
+        """Write a whole response in one send (see :func:`response_bytes`)."""
+        data, self.close_connection = response_bytes(status, body, content_type, headers, self.command, self.close_connection)
         try:
-            self.connection.sendall(head + body)  # one send: no Nagle/delayed-ACK stall
+            self.connection.sendall(data)  # one send: no Nagle/delayed-ACK stall
         except OSError:
             self.close_connection = True
 
@@ -4204,16 +4324,14 @@ class GymHTTPServer(ThreadingHTTPServer):
         self.timeout_seconds = timeout
         self.idle_timeout = idle_timeout
         self.drain_seconds = drain_timeout
-        self.token = token or None
-        self.allowed_origins = frozenset(o.rstrip("/") for o in allow_origins)
-        self._hosts: dict[str, bool] = {}  # Host header -> names this machine
+        self.edge = Edge(token or None, frozenset(o.rstrip("/") for o in allow_origins), _is_loopback(address[0]))
         self.monitor_root = os.path.realpath(monitor_root) if monitor_root else None
         self.allowed_imports = frozenset(imports)
         self.log_requests = log_requests
         self.spin = spin_us / 1e6 if _PREEMPTIONS is not None else 0.0  # seconds
         self._last_client: GymHTTPRequestHandler | None = None  # the connection that sent the last POST
         self._last_switch = 0.0  # perf_counter() when that last changed
-        self.loopback = _is_loopback(address[0])
+        self.loopback = self.edge.loopback
         self._shutdown_started = threading.Event()
         self._closed = False
         self._connections: dict[GymHTTPRequestHandler, float | None] = {}  # -> deadline (monotonic)
@@ -4233,6 +4351,19 @@ class GymHTTPServer(ThreadingHTTPServer):
             threading.Thread(target=self._reap_loop, name="gymhttp-reaper", daemon=True).start()
         if max_env_memory:
             threading.Thread(target=self._memory_loop, name="gymhttp-memory", daemon=True).start()
+
+    @property
+    def token(self) -> str | None:
+        """The token requests must carry (--token), or None."""
+        return self.edge.token
+
+    @token.setter
+    def token(self, value: str | None) -> None:
+        self.edge.token = value
+
+    @property
+    def allowed_origins(self) -> frozenset:
+        return self.edge.allowed_origins
 
     # -- accepting connections ---------------------------------------------------
 
@@ -4297,88 +4428,12 @@ class GymHTTPServer(ThreadingHTTPServer):
     # -- dispatch: the one place where errors become responses ---------------
 
     def dispatch(self, handler: GymHTTPRequestHandler, body: bytes) -> tuple[HTTPStatus, dict, bytes, str]:
-        """Route one request; returns (status, extra headers, body, content type)."""
-        try:
-            path, _, query = handler.path.partition("?")
-            route, args = self.router.match(handler.command, path)
-            result = route(self, Request(handler.command, body, query, handler.connection), *args)
-            if type(result) is bytes:  # JSON from the env side, as it is
-                return HTTPStatus.OK, {}, result, JSON_TYPE
-            if result is None:
-                return HTTPStatus.NO_CONTENT, {}, b"", JSON_TYPE
-            if isinstance(result, Response):
-                return result.status, result.headers, result.body, result.content_type
-            return HTTPStatus.OK, {}, encode_json(result), JSON_TYPE
-        except HTTPError as exc:
-            if isinstance(exc, EnvFailure):  # the env's traceback, whatever --log-level says
-                log.error("environment error on %s %s: %s\n%s", handler.command, handler.path, exc.message, exc.trace.rstrip())
-            return exc.status, exc.headers, encode_json({"message": exc.message}), JSON_TYPE
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:  # a bug of ours: say so, and keep serving
-            log.error("error on %s %s:\n%s", handler.command, handler.path, traceback.format_exc())
-            text = cut(str(exc), 2000)
-            return HTTPStatus.INTERNAL_SERVER_ERROR, {}, encode_json({"message": f"The server failed: {type(exc).__name__}: {text}"}), JSON_TYPE
+        """Route one request (see :func:`dispatch`)."""
+        return dispatch(self, handler.command, handler.path, body, handler.connection)
 
     def admit(self, handler: GymHTTPRequestHandler) -> dict | Response:
-        """Check a request as soon as its head is read, before its body: the
-        Host (DNS rebinding), the Origin (other sites' pages), the token, and
-        shutdown from afar.  Raises the HTTPError that refuses it; returns the
-        CORS headers its reply carries, or the reply to a CORS preflight."""
-        headers, method = handler.parsed_headers, handler.command
-        path = handler.path.partition("?")[0]
-        host = headers.get("host")
-        if self.loopback and host is not None and not self._host_ok(host):
-            raise HTTPError(
-                HTTPStatus.FORBIDDEN,
-                f"Host {short(host)} is not this machine's: a server on loopback answers only to localhost, "
-                "127.0.0.1 and [::1] (a page elsewhere could reach it by DNS rebinding); listen on another "
-                "address (-l) to serve other names",
-            )
-        cors: dict = {}
-        origin = headers.get("origin")
-        if origin is not None and origin != f"http://{host}":
-            if "*" in self.allowed_origins or origin in self.allowed_origins:
-                cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
-                if method == "OPTIONS" and "access-control-request-method" in headers:  # a preflight: no token
-                    return Response(HTTPStatus.NO_CONTENT, headers={
-                        **cors, "Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
-                        "Access-Control-Allow-Headers": "Authorization, Content-Type", "Access-Control-Max-Age": "600",
-                    })
-            elif method not in ("GET", "HEAD"):
-                raise HTTPError(
-                    HTTPStatus.FORBIDDEN,
-                    f"Requests from the web page at {short(origin)} are refused: only GET and HEAD are taken from "
-                    "other origins; start the server with --allow-origin to let that page use the API",
-                )
-        presented = False
-        if self.token is not None and "/" + path.strip("/") not in PUBLIC_PATHS:
-            given = headers.get("authorization", "")
-            scheme, _, credential = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), self.token.encode()):
-                raise HTTPError(
-                    HTTPStatus.UNAUTHORIZED,
-                    "This server needs a token: send the header 'Authorization: Bearer <token>' "
-                    "(client.Client(..., token=...) or GYMHTTP_TOKEN)",
-                    headers={"WWW-Authenticate": 'Bearer realm="gymhttp"', **cors},
-                )
-            presented = True
-        if not presented and path.rstrip("/") == "/v1/shutdown" and not _is_loopback(handler.client_address[0]):
-            raise HTTPError(
-                HTTPStatus.FORBIDDEN,
-                "Shutdown is only taken from this machine (loopback) unless the server was started with --token and the request carries it",
-            )
-        return cors
-
-    def _host_ok(self, host: str) -> bool:
-        """_is_loopback_host, remembered: a client sends the same Host each time,
-        and parsing an address costs more than the rest of the checks."""
-        known = self._hosts.get(host)
-        if known is None:
-            if len(self._hosts) >= 256:
-                self._hosts.clear()
-            known = self._hosts[host] = _is_loopback_host(host)
-        return known
+        """Check a request's head (see :meth:`Edge.admit`)."""
+        return self.edge.admit(handler.command, handler.path, handler.parsed_headers, handler.client_address[0])
 
     def ask_peers(self) -> list[dict | None]:
         """Each peer's own instances ({id: env_id}), asked side by side with
