@@ -246,6 +246,9 @@ class _Connection:
         self.sock.setblocking(False)
         self.timeout = timeout
         self._buffer = bytearray()
+        # recv() into one reused buffer: sock.recv(n) allocates n bytes a call, and past glibc's mmap
+        # threshold (128 KiB) that is an mmap and munmap, some 15 us, for a reply of 200 bytes.
+        self._chunk = memoryview(bytearray(262144))
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         self._poll = poller.poll
@@ -354,14 +357,14 @@ class _Connection:
         """Read what has arrived into the buffer, waiting up to the timeout."""
         while True:
             try:
-                chunk = self.sock.recv(262144)
+                n = self.sock.recv_into(self._chunk)
             except BlockingIOError:
                 if not self._poll(self.timeout * 1000):
                     raise TimeoutError(f"no reply within {self.timeout:g} s") from None
                 continue
-            if not chunk:
+            if not n:
                 raise ConnectionError("connection closed")
-            self._buffer += chunk
+            self._buffer += self._chunk[:n]
             return
 
     def _take(self, size: int) -> bytes:

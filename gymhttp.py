@@ -27,6 +27,7 @@ import argparse
 import ast
 import binascii
 import collections
+import contextlib
 import copy
 import difflib
 import errno
@@ -37,11 +38,13 @@ import hmac
 import http.client
 import importlib
 import importlib.util
+import io
 import ipaddress
 import itertools
 import json
 import logging
 import math
+import mmap
 import os
 import pickle
 import queue
@@ -97,6 +100,9 @@ DEFAULT_TIMEOUT = 120.0  # seconds a connection may sit idle or stall
 # microseconds (far more on a VM) per request.
 DEFAULT_SPIN_US = 500
 SOLE_SECONDS = 0.1  # a connection is polled for once it has been the only one sending POSTs this long
+HANDOFF_AFTER = 2  # steps or resets in a row for one instance: then its process takes the connection over
+REPORT_SECONDS = 0.05  # how often an instance process reports what it did on the connections it owns
+OWNED_REPORT_WAIT = 0.5  # seconds a look at an instance waits for its process to hand its connections back
 # The OS preempting a spinning thread often means other processes need the
 # core (see _spin_for_request); a thread with a core to itself is preempted
 # in about 1 of 3,000 spins, by timers and daemons.
@@ -1738,24 +1744,36 @@ _LENGTH = struct.Struct("<I")
 
 
 class Channel:
-    """One end of the message protocol on a connected socket."""
+    """One end of the message protocol on a connected socket.  With
+    ``takes_fds``, it reads the file descriptors sent along (an "adopt"'s)
+    into ``fds``: read otherwise, they would be lost."""
 
-    __slots__ = ("sock", "_buffer", "_poll")
+    __slots__ = ("sock", "_buffer", "_poll", "takes_fds", "fds")
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, takes_fds: bool = False):
         self.sock = sock
         self._buffer = bytearray()
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         self._poll = poller.poll
+        self.takes_fds = takes_fds
+        self.fds: list[int] = []
 
-    def send(self, message: Any) -> None:
+    def send(self, message: Any, fds: tuple = ()) -> None:
         data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-        if len(data) < 65536:
+        if fds:  # with the first bytes of the message, which the other end reads with recv_fds
+            data = _LENGTH.pack(len(data)) + data
+            sent = socket.send_fds(self.sock, [data], list(fds))
+            self.sock.sendall(data[sent:])
+        elif len(data) < 65536:
             self.sock.sendall(_LENGTH.pack(len(data)) + data)  # one write
         else:
             self.sock.sendall(_LENGTH.pack(len(data)))
             self.sock.sendall(data)
+
+    def pending(self) -> bool:
+        """Whether a message (or part of one) is read and waiting here."""
+        return bool(self._buffer)
 
     def recv(self, deadline: float | None = None, watch: socket.socket | None = None) -> Any:
         """The next message.  EOFError when the other end is gone,
@@ -1778,7 +1796,11 @@ class Channel:
                     raise TimeoutError
                 if not self._poll(math.ceil(left * 1000)):
                     continue
-            chunk = self.sock.recv(65536)
+            if self.takes_fds:
+                chunk, fds, _, _ = socket.recv_fds(self.sock, 65536, 8)
+                self.fds += fds
+            else:
+                chunk = self.sock.recv(65536)
             if not chunk:
                 raise EOFError
             if not buffer and len(chunk) >= 4 and len(chunk) == 4 + _LENGTH.unpack_from(chunk)[0]:
@@ -2138,7 +2160,7 @@ def _instance_main(fd: int, control_fd: int, settings: dict) -> None:
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         np.random.seed()  # numpy's legacy global generator: this process's own, not a copy of the starter's
         with socket.socket(fileno=fd) as sock:
-            serve_instance(Channel(sock), settings)
+            InstanceProcess(Channel(sock, takes_fds=True), settings).run()
     except SystemExit as exc:  # the env called sys.exit()
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -2154,22 +2176,393 @@ def _instance_main(fd: int, control_fd: int, settings: dict) -> None:
         os._exit(code)
 
 
-def serve_instance(channel: Channel, settings: dict) -> None:
-    """An instance process's loop: one call at a time, as the protocol says."""
-    limit = settings.get("max_memory")
-    statm = os.open(f"/proc/{os.getpid()}/statm", os.O_RDONLY) if limit and os.path.exists("/proc/self/statm") else None
-    side: EnvSide | None = None
-    while True:
+# -- connections an instance process owns ----------------------------------------
+
+
+class BusyPage:
+    """A page of memory that the server and one instance process share: the
+    request of an owned connection that the process is serving, and since
+    when.  The server reads it to answer that request if the process dies,
+    and to hold it to --env-timeout and --max-env-memory, without a message
+    per request."""
+
+    LAYOUT = struct.Struct("<BBxxxxxxd")  # busy, the op's index in OPS, time.monotonic() when it started
+    OPS = ("step", "reset", "render", "sample", "contains", "space_sample", "space_contains")
+    _INDEX = {op: i for i, op in enumerate(OPS)}
+
+    def __init__(self, fd: int | None = None):
+        if fd is None:
+            if hasattr(os, "memfd_create"):
+                fd = os.memfd_create("gymhttp-busy")
+            else:
+                import tempfile
+                with tempfile.TemporaryFile() as f:
+                    fd = os.dup(f.fileno())
+            os.ftruncate(fd, mmap.PAGESIZE)
+        self.fd = fd
+        self.map = mmap.mmap(fd, mmap.PAGESIZE)
+
+    def mark(self, op: str) -> None:
+        self.LAYOUT.pack_into(self.map, 0, 1, self._INDEX.get(op, 0), time.monotonic())
+
+    def clear(self) -> None:
+        self.map[0] = 0
+
+    def read(self) -> tuple[str, float] | None:
+        """(op, when it started) of the request in progress, or None."""
+        busy, index, started = self.LAYOUT.unpack_from(self.map, 0)
+        return (self.OPS[index], started) if busy else None
+
+
+class _Alive:
+    ended = None
+    pid = None
+
+
+class OwnInstance:
+    """What the routes see of the instance in its own process, which serves
+    a connection it owns: calls go straight to the env side, and what the
+    server counts (steps, episodes, resets, activity) goes into a ledger that
+    the process reports to the server."""
+
+    closed = False
+    runner = _Alive()
+    counting = contextlib.nullcontext()  # one thread here
+
+    def __init__(self, side: EnvSide, page: BusyPage):
+        self.side, self.page = side, page
+        self.instance_id, self.num_envs, self.vector = side.instance_id, side.num_envs, side.vector
+        self.facts = side.facts()
+        self.described: dict[tuple[str, bool], bytes] = {}
+        self.steps, self.events, self.last_used = 0, [], 0.0
+
+    def __enter__(self) -> OwnInstance:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def describe(self, which: str, compact: bool) -> bytes:
+        return Instance.describe(self, which, compact)  # type: ignore[arg-type]
+
+    def call(self, op: str, *args: Any) -> Any:
+        self.page.mark(op)
         try:
-            op, args = channel.recv()
-        except EOFError:
-            return  # the server is gone, or closed its end
+            return getattr(self.side, op)(*args)
+        except HTTPError:
+            raise
+        except Exception as exc:
+            raise env_failure(exc, op) from exc
+        finally:
+            self.page.clear()
+
+    def reset_done(self, interrupted: tuple | None) -> None:
+        self.events.append(("reset", interrupted, time.time()))
+
+    def count(self, episodes: tuple) -> None:
+        self.events.append(("episodes", episodes, time.time()))
+
+    def take_ledger(self) -> tuple:
+        """What happened since the last ledger: (steps, events, last activity,
+        needs_reset, broken); then a fresh one."""
+        ledger = (self.steps, self.events, self.last_used, self.side.needs_reset, self.side.broken)
+        self.steps, self.events = 0, []
+        return ledger
+
+
+class OwnHost:
+    """The ``server`` that routes get in an instance process: only its own
+    instance is there."""
+
+    def __init__(self, instance: OwnInstance):
+        self.instance = instance
+        self.envs = self
+        self.router = ROUTER
+        self.lines: dict[bytes, bool] = {}  # request lines seen -> whether they are this process's to answer
+
+    def get(self, instance_id: str) -> OwnInstance:
+        if instance_id != self.instance.instance_id:
+            raise bad_request(f"Instance_id {short(instance_id)} unknown")
+        return self.instance
+
+
+class Reader:
+    """A connection's bytes, read in large pieces, with what is read but not
+    yet taken in sight: a connection that changes hands takes it along."""
+
+    def __init__(self, sock: socket.socket, already: bytes = b""):
+        self.sock, self.buffer = sock, bytearray(already)
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(65536)  # TimeoutError past --timeout, OSError when cut
+        self.buffer += chunk
+        return bool(chunk)
+
+    def readline(self, limit: int) -> bytes:
+        buffer = self.buffer
+        while True:
+            end = buffer.find(b"\n", 0, limit)
+            if end >= 0 or len(buffer) >= limit or not self._fill():
+                end = len(buffer) if end < 0 else end + 1
+                line = bytes(buffer[:min(end, limit)])
+                del buffer[:len(line)]
+                return line
+
+    def peek(self, size: int) -> bytearray:
+        """What is buffered (reading once if nothing is), not taken."""
+        if not self.buffer:
+            self._fill()
+        return self.buffer
+
+    def read(self, size: int) -> bytes:
+        while len(self.buffer) < size and self._fill():
+            pass
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+
+class _Prepended(io.RawIOBase):
+    """A socket's bytes, after some that were read from it already."""
+
+    def __init__(self, data: bytes, raw: Any):
+        self.data, self.raw = data, raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        if self.data:
+            n = min(len(buffer), len(self.data))
+            buffer[:n], self.data = self.data[:n], self.data[n:]
+            return n
+        return self.raw.readinto(buffer)
+
+
+def socket_reader(sock: socket.socket, already: bytes = b"") -> Any:
+    """A buffered reader of a connection, ``already`` first."""
+    if not already:
+        return sock.makefile("rb", buffering=65536)
+    return io.BufferedReader(_Prepended(already, socket.SocketIO(sock, "rb")), 65536)
+
+
+def take_buffered(rfile: Any, sock: socket.socket) -> bytes:
+    """What a buffered reader (the server's) holds of a connection, read but
+    not yet taken, without waiting for more: a connection changing hands
+    takes it along."""
+    sock.setblocking(False)
+    try:
+        return bytes(rfile.peek(1 << 20))
+    except (BlockingIOError, OSError, ValueError):
+        return b""
+    finally:
+        try:
+            sock.setblocking(True)
+        except OSError:
+            pass
+
+
+class OwnedConnection:
+    """A client connection an instance process owns (see the section's top):
+    it reads its requests, answers those for its instance, and gives the
+    connection back to the server, with what it read of the next request,
+    when one is for anything else or the server asks."""
+
+    def __init__(self, host: OwnHost, sock: socket.socket, report: socket.socket, already: bytes, peer: str, settings: dict):
+        self.host, self.sock, self.peer = host, sock, peer
+        self.report = Channel(report)
+        self.rfile = Reader(sock, already)
+        self.edge = Edge(*settings["edge"])
+        self.max_body, self.timeout = settings["max_body"], settings["timeout"]
+        sock.settimeout(self.timeout)  # no read or write may stall past --timeout
+        self.spin, self.log_requests = settings["spin"], settings["log_requests"]
+        self.polling = Polling()
+        self.deadline = time.monotonic() + self.timeout  # for the next request to arrive whole
+        self.reported = time.monotonic()
+
+    def ours(self, line: bytes) -> bool:
+        """Whether a request line asks for what this process answers."""
+        known = self.host.lines.get(line)
+        if known is not None:
+            return known
+        words = line.split()
+        if len(words) != 3:
+            return False
+        try:
+            route, args = ROUTER.match(words[0].decode("ascii"), words[1].decode("ascii").partition("?")[0])
+        except (HTTPError, UnicodeDecodeError):
+            return False  # the server answers these as it always does
+        ours = route in OWNABLE and args[0] == self.host.instance.instance_id
+        if len(self.host.lines) >= 256:
+            self.host.lines.clear()
+        self.host.lines[line] = ours
+        return ours
+
+    def serve(self) -> str | None:
+        """Answer the requests that have come; "returned" or "closed" when
+        the connection has left this process."""
+        polling = self.polling
+        while True:
+            try:
+                line = self.rfile.readline(MAX_REQUEST_LINE + 1)
+            except (TimeoutError, OSError):
+                return self.close()
+            polling._gap = time.perf_counter() - polling._replied
+            if not line:
+                return self.close()
+            if not self.ours(line):
+                return self.give_back(line)
+            started = time.perf_counter()
+            try:
+                command, target, version, headers = read_head(self.rfile, line)
+                close = not keeps_alive(version, headers)
+                cors = self.edge.admit(command, target, headers, self.peer)
+                body = read_body(self.rfile, headers, self.max_body, self.sock.sendall)
+            except PeerGone:
+                return self.close()
+            except (FramingError, HTTPError) as exc:
+                self.send(exc.status, encode_json({"message": exc.message}), JSON_TYPE, exc.headers, "", True)
+                return self.close()
+            self.host.instance.last_used = time.time()
+            status, extra, payload, content_type = dispatch(self.host, command, target, body, None)
+            try:
+                check_memory(command, target.partition("?")[0], every=MEMORY_CHECK_SECONDS)
+            except _OverMemory as exc:  # the reply is the limit's, and the process ends
+                error = exc.error()
+                self.send(error.status, encode_json({"message": error.message}), JSON_TYPE, {}, command, True)
+                self.close()
+                os._exit(3)
+            polling._succeeded = status < HTTPStatus.BAD_REQUEST
+            close = self.send(status, payload, content_type, {**extra, **cors} if cors else extra, command, close)
+            polling._replied = time.perf_counter()
+            self.deadline = time.monotonic() + self.timeout
+            if self.log_requests:
+                log.info("%s %s %s %d %.1fms", self.peer, command, target, status, (time.perf_counter() - started) * 1000)
+            if close:
+                return self.close()
+            if not self.rfile.buffer:
+                return None  # nothing more read yet: back to the loop, which sees what comes
+
+    def send(self, status: HTTPStatus, body: bytes, content_type: str, headers: dict, command: str, close: bool) -> bool:
+        data, close = response_bytes(status, body, content_type, headers, command, close)
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            return True
+        return close
+
+    def report_ledger(self, message: tuple = ("ledger",)) -> None:
+        """Tell the server what happened (see :meth:`OwnInstance.take_ledger`)."""
+        self.reported = time.monotonic()
+        try:
+            self.report.send((*message, self.host.instance.take_ledger(), self.polling.spun))
+        except OSError:
+            pass
+
+    def give_back(self, line: bytes = b"") -> str:
+        """The connection goes back to the server, with what was read of it."""
+        already = line + bytes(self.rfile.buffer)
+        self.report_ledger(("returned", already))
+        self.end()
+        return "returned"
+
+    def close(self) -> str:
+        """The connection ends (the client hung up, or asked, or failed): the
+        server closes its end too."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.report_ledger(("closed",))
+        self.end()
+        return "closed"
+
+    def end(self) -> None:
+        for thing in (self.sock, self.report.sock):
+            try:
+                thing.close()
+            except OSError:
+                pass
+
+
+_memory: list | None = None  # [the open /proc/<pid>/statm, --max-env-memory in bytes, when last read], in an instance process
+# Between two requests of an owned connection less often than this, it is not read: a read of /proc costs
+# as much as a cheap step, and the server's watch covers the time between.
+MEMORY_CHECK_SECONDS = 0.001
+
+
+def check_memory(*during: str, every: float = 0.0) -> None:
+    """In an instance process, after each call (``during``, words naming it),
+    unless it was read less than ``every`` seconds ago: past
+    --max-env-memory, it ends itself (the server names the flag to whoever
+    waits)."""
+    if _memory is not None:
+        now = time.monotonic()
+        if now - _memory[2] < every:
+            return
+        _memory[2] = now
+        rss = _statm_rss(_memory[0])
+        if rss > _memory[1]:
+            raise _OverMemory(rss, _memory[1], " ".join(during))
+
+
+class _OverMemory(Exception):
+    def __init__(self, rss: int, limit: int, during: str):
+        super().__init__(during)
+        self.rss, self.limit, self.during = rss, limit, during
+
+    def error(self) -> EnvFailure:
+        pid, mib = os.getpid(), self.limit >> 20
+        return EnvFailure(
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+            f"The environment's process (pid {pid}) went past --max-env-memory {mib} MiB (it held "
+            f"{self.rss >> 20} MiB) during {self.during}, and was ended; {BROKEN}",
+            f"process went past --max-env-memory {mib} MiB during {self.during}", dead=True)
+
+
+class InstanceProcess:
+    """An instance process's loop: the server's calls on its socket, one at
+    a time as the protocol says, and the requests of the connections it
+    owns, between them."""
+
+    def __init__(self, channel: Channel, settings: dict):
+        global _memory
+        self.channel = channel
+        limit = settings.get("max_memory")
+        if limit and os.path.exists("/proc/self/statm"):
+            _memory = [os.open(f"/proc/{os.getpid()}/statm", os.O_RDONLY), limit, -math.inf]
+        self.side: EnvSide | None = None
+        self.host: OwnHost | None = None
+        self.owned: dict[int, OwnedConnection] = {}  # by socket fd
+        self.reports: dict[int, OwnedConnection] = {}  # by report socket fd
+        self.poller = select.poll()  # the call socket, and every owned connection and its report
+        self.poller.register(channel.sock, select.POLLIN)
+        self.calls = channel.sock.fileno()
+
+    def run(self) -> None:
+        while True:
+            if self.owned:
+                if self.wait_and_serve():
+                    return
+                continue
+            try:
+                op, args = self.channel.recv()
+            except EOFError:
+                return  # the server is gone, or closed its end
+            if self.call(op, args):
+                return
+
+    def call(self, op: str, args: tuple) -> bool:
+        """Answer one of the server's calls; True when the process should end."""
+        fds, self.channel.fds = self.channel.fds, []
         try:
             if op == "make":
-                side = EnvSide(*args)
-                result = side.facts()
-            elif side is not None and op in EnvSide.OPS:
-                result = getattr(side, op)(*args)
+                self.side = EnvSide(*args)
+                result = self.side.facts()
+            elif op == "adopt" and self.side is not None:
+                result = self.adopt(fds, *args)
+            elif self.side is not None and op in EnvSide.OPS:
+                result = getattr(self.side, op)(*args)
             else:
                 raise HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, f"No such call {op!r} on an instance process")
             reply = (True, result)
@@ -2177,19 +2570,92 @@ def serve_instance(channel: Channel, settings: dict) -> None:
             reply = (False, _error_parts(exc))
         except Exception as exc:
             reply = (False, _error_parts(env_failure(exc, op)))
-        if statm is not None:
-            rss = _statm_rss(statm)
-            if rss > limit:
-                pid, mib = os.getpid(), limit >> 20
-                channel.send((False, _error_parts(EnvFailure(
-                    HTTPStatus.INTERNAL_SERVER_ERROR,
-                    f"The environment's process (pid {pid}) went past --max-env-memory {mib} MiB (it held "
-                    f"{rss >> 20} MiB) during {op}, and was ended; {BROKEN}",
-                    f"process went past --max-env-memory {mib} MiB during {op}", dead=True))))
-                os._exit(3)
-        channel.send(reply)
-        if side is None or op == "close":
-            return  # a refused make, or closed
+        try:
+            check_memory(op)
+        except _OverMemory as exc:
+            self.channel.send((False, _error_parts(exc.error())))
+            os._exit(3)
+        if op == "close":
+            for owned in list(self.owned.values()):  # back to the server, before the process ends
+                self.drop(owned)
+                owned.give_back()
+        self.channel.send(reply)
+        return self.side is None or op == "close"  # a refused make, or closed
+
+    def adopt(self, fds: list[int], already: bytes, peer: str, settings: dict) -> None:
+        """Take a connection over from the server (see the section's top)."""
+        client, report, page = fds
+        if self.host is None:
+            self.host = OwnHost(OwnInstance(self.side, BusyPage(page)))
+        else:
+            os.close(page)
+        owned = OwnedConnection(self.host, socket.socket(fileno=client), socket.socket(fileno=report), already, peer, settings)
+        owned.fd, owned.report_fd = owned.sock.fileno(), owned.report.sock.fileno()
+        self.owned[owned.fd] = self.reports[owned.report_fd] = owned
+        self.poller.register(owned.fd, select.POLLIN)
+        self.poller.register(owned.report_fd, select.POLLIN)
+        if already:
+            self.serve(owned)
+
+    def drop(self, owned: OwnedConnection) -> None:
+        """The connection leaves this process: no more waiting on it."""
+        if self.owned.pop(owned.fd, None) is not None:
+            self.reports.pop(owned.report_fd, None)
+            for fd in (owned.fd, owned.report_fd):
+                try:
+                    self.poller.unregister(fd)
+                except (KeyError, ValueError, OSError):
+                    pass
+
+    def serve(self, owned: OwnedConnection) -> None:
+        self.drop(owned) if owned.serve() is not None else None
+
+    def wait_and_serve(self) -> bool:
+        """Wait for a call, a request, or a report's turn; serve it.  True
+        when the process should end."""
+        instance = self.host.instance
+        now = time.monotonic()
+        timeout = min(o.deadline for o in self.owned.values())
+        if instance.steps or instance.events:
+            timeout = min(timeout, min(o.reported for o in self.owned.values()) + REPORT_SECONDS)
+        if len(self.owned) == 1 and not self.channel.pending():
+            (owned,) = self.owned.values()
+            if owned.polling.may_poll(owned.spin):
+                owned.polling.poll_for(self.poller.poll, owned.spin, _never)
+        if self.channel.pending():
+            events = [(self.calls, select.POLLIN)]
+        else:
+            events = self.poller.poll(max(0, math.ceil((timeout - now) * 1000)))
+        for fd, _ in events:
+            if fd == self.calls:
+                try:
+                    op, args = self.channel.recv()
+                except EOFError:
+                    return True
+                if self.call(op, args):
+                    return True
+            elif fd in self.owned:
+                self.serve(self.owned[fd])
+            elif fd in self.reports:  # the server asks for it back (a shutdown, a close, a look at its details)
+                owned = self.reports[fd]
+                try:
+                    owned.report.recv()
+                except (EOFError, OSError):
+                    pass
+                self.drop(owned)
+                owned.give_back()
+        now = time.monotonic()
+        for owned in list(self.owned.values()):
+            if now > owned.deadline:  # --timeout: idle (or stalled) too long
+                self.drop(owned)
+                owned.close()
+            elif (instance.steps or instance.events) and now - owned.reported >= REPORT_SECONDS:
+                owned.report_ledger()
+        return False
+
+
+def _never() -> bool:
+    return False
 
 
 class ProcessStarter:
@@ -2305,16 +2771,27 @@ class ProcessRunner:
         self.ended: str | None = None  # "was killed by SIGSEGV during step", once it has
         self.why: str | None = None  # why the server killed it: timeout, memory, closed, shutdown
         self.held = 0  # its RSS when the server killed it for memory
+        self.page: BusyPage | None = None  # shared with the process once it owns a connection
         self.runners.add(self)
 
-    def call(self, op: str, *args: Any, watch: socket.socket | None = None) -> Any:
+    def adopt(self, connection: socket.socket, report: socket.socket, already: bytes, peer: str, settings: dict) -> None:
+        """Hand a client's connection over to the process (see the section's top)."""
+        if self.page is None:
+            self.page = BusyPage()
+        self.call("adopt", already, peer, settings, fds=(connection.fileno(), report.fileno(), self.page.fd))
+
+    def owned_busy(self) -> tuple[str, float] | None:
+        """(op, since when) of a request on a connection it owns, while it serves one."""
+        return self.page.read() if self.page is not None and self.ended is None else None
+
+    def call(self, op: str, *args: Any, watch: socket.socket | None = None, fds: tuple = ()) -> Any:
         """Run ``op`` in the instance process; raises what it raised there.
         With ``watch`` (a client's connection), the client's hanging up
-        kills the process and ends the call."""
+        kills the process and ends the call; ``fds`` go along (SCM_RIGHTS)."""
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         self.busy = True
         try:
-            self.channel.send((op, args))
+            self.channel.send((op, args), fds)
             ok, value = self.channel.recv(deadline, watch)
         except ClientGone:
             self.kill("abandoned")
@@ -2324,12 +2801,7 @@ class ProcessRunner:
         except TimeoutError:
             self.kill("timeout")
             self.finish(op)
-            raise EnvFailure(
-                HTTPStatus.GATEWAY_TIMEOUT,
-                f"The environment took longer than --env-timeout {self.timeout:g} s to {op}, so its process "
-                f"(pid {self.pid}) was killed; {BROKEN}",
-                f"ran past --env-timeout {self.timeout:g} s during {op} (its process was killed)", dead=True,
-            )
+            raise self._gone(op)
         except (EOFError, OSError):
             self.finish(op)
             raise self._gone(op)
@@ -2343,7 +2815,15 @@ class ProcessRunner:
         raise error
 
     def _gone(self, op: str) -> HTTPError:
+        """Why a call got no answer: the process ended, or was ended."""
         pid, why = self.pid, self.why
+        if why == "timeout":
+            return EnvFailure(
+                HTTPStatus.GATEWAY_TIMEOUT,
+                f"The environment took longer than --env-timeout {self.timeout:g} s to {op}, so its process "
+                f"(pid {pid}) was killed; {BROKEN}",
+                f"ran past --env-timeout {self.timeout:g} s during {op} (its process was killed)", dead=True,
+            )
         if why == "closed":
             return HTTPError(HTTPStatus.GONE, f"The instance was closed while its {op} ran; its process (pid {pid}) was killed")
         if why == "shutdown":
@@ -2411,6 +2891,71 @@ class ProcessRunner:
             return None
         finally:
             os.close(fd)
+
+
+class Owner:
+    """The server's side of a connection an instance process owns: the
+    server's thread that handed it over waits here, counting what the
+    process reports, until the connection comes back or ends."""
+
+    def __init__(self, handler: GymHTTPRequestHandler, instance: Instance, runner: ProcessRunner, report: socket.socket):
+        self.handler, self.instance, self.runner = handler, instance, runner
+        self.report = Channel(report)
+        self.done = threading.Event()
+        self.spun = handler.spun  # the handler's polls before; the process's are added to them
+        self._released = False
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        """Ask for the connection back, once."""
+        with self._lock:
+            if self._released or self.done.is_set():
+                return
+            self._released = True
+            try:
+                self.report.send(("release",))
+            except OSError:
+                pass
+
+    def wait(self) -> bytes | None:
+        """Until the connection is back (then what was read of it) or gone (None)."""
+        server = self.handler.server
+        try:
+            while True:
+                if server._shutdown_started.is_set():
+                    self.release()
+                try:
+                    message = self.report.recv(time.monotonic() + 0.25)
+                except TimeoutError:
+                    continue
+                except (EOFError, OSError):
+                    return self._lost()
+                kind, ledger, spun = message[0], message[-2], message[-1]
+                self.instance.apply_ledger(ledger)
+                self.handler.spun = self.spun + spun
+                if kind == "returned":
+                    return message[1]
+                if kind == "closed":
+                    return None
+        finally:
+            self.report.sock.close()
+            self.done.set()
+
+    def _lost(self) -> bytes | None:
+        """The process ended while it owned the connection: a request it was
+        serving gets its answer here, as a relayed one would; an idle
+        connection is the server's again."""
+        busy = self.runner.owned_busy()
+        op = busy[0] if busy else ""
+        self.runner.finish(op)
+        self.instance.broken = self.instance.broken or f"process {self.runner.ended}"
+        if busy is None:
+            return b""
+        error = self.runner._gone(op)
+        handler = self.handler
+        handler.close_connection, handler.command = True, "POST"
+        handler.reply(error.status, encode_json({"message": error.message}), JSON_TYPE, {})
+        return None
 
 
 class LocalRunner:
@@ -2509,6 +3054,9 @@ class LocalRunner:
     def rss(self) -> None:
         return None
 
+    def owned_busy(self) -> None:
+        return None  # threads own no connection
+
 
 # ---------------------------------------------------------------------------
 # Instances: the server's registry, statistics and monitors
@@ -2571,22 +3119,25 @@ class Monitor:
         """The start of a batch's video files: ``<it>-episode-N.mp4``."""
         return f"openaigym.video.{batch}.{os.getpid()}"
 
-    def on_reset(self, interrupted: tuple | None) -> None:
-        """A reset; an episode it cut short counts, as gym's Monitor counted it."""
+    def on_reset(self, interrupted: tuple | None, when: float | None = None) -> None:
+        """A reset (at ``when``, now by default); an episode it cut short
+        counts, as gym's Monitor counted it."""
+        when = time.time() if when is None else when
         with self._lock:
             if self.initial_reset_timestamp is None:
-                self.initial_reset_timestamp = time.time()
+                self.initial_reset_timestamp = when
             if interrupted is not None:
-                self._add(*interrupted)
+                self._add(*interrupted, when)
 
-    def record(self, episodes: tuple) -> None:
+    def record(self, episodes: tuple, when: float | None = None) -> None:
+        when = time.time() if when is None else when
         with self._lock:
             for total, length in episodes:
-                self._add(total, length)
+                self._add(total, length, when)
 
-    def _add(self, total: float, length: int) -> None:
+    def _add(self, total: float, length: int, when: float) -> None:
         separator = b"," if self.count else b""
-        for field, value in zip(self.fields, (time.time(), length, total, "t")):
+        for field, value in zip(self.fields, (when, length, total, "t")):
             field += separator + _encode_value(value)
         self.count += 1
         self.episodes += 1
@@ -2688,6 +3239,8 @@ class Instance:
         self.episodes = 0
         self.recent = collections.deque(maxlen=RECENT_EPISODES)  # (return, length, time)
         self.processes = 0  # it started: its own, and an async vector's workers
+        self.owners: set[Owner] = set()  # connections its process owns, each with the server's thread that waits
+        self.counting = threading.Lock()  # the counts, which a relayed call and an owner's report both add to
 
     def __enter__(self) -> Instance:
         while not self.lock.acquire(timeout=0.25):
@@ -2739,20 +3292,49 @@ class Instance:
         return (f"Instance {self.instance_id} is broken: its environment {self.broken}; "
                 f"reset it (POST /v1/envs/<id>/reset/) to {again}, or close it")
 
-    def reset_done(self, interrupted: tuple | None) -> None:
+    def reset_done(self, interrupted: tuple | None, when: float | None = None) -> None:
         self.broken = None
         self.needs_reset = False
         self.pending_seed = None
         if self.monitor is not None:
-            self.monitor.on_reset(interrupted)
+            self.monitor.on_reset(interrupted, when)
 
-    def count(self, episodes: tuple) -> None:
-        """Episodes that ended, as the env side reported them."""
-        now = time.time()
-        self.recent.extend((total, length, now) for total, length in episodes)
+    def count(self, episodes: tuple, when: float | None = None) -> None:
+        """Episodes that ended (at ``when``, now by default), as the env side reported them."""
+        when = time.time() if when is None else when
+        self.recent.extend((total, length, when) for total, length in episodes)
         self.episodes += len(episodes)
         if self.monitor is not None:
-            self.monitor.record(episodes)
+            self.monitor.record(episodes, when)
+
+    def apply_ledger(self, ledger: tuple) -> None:
+        """What the instance's process did on connections it owns (see
+        :meth:`OwnInstance.take_ledger`), counted here as if relayed."""
+        steps, events, last_used, needs_reset, broken = ledger
+        with self.counting:
+            self.steps += steps
+            for kind, value, when in events:
+                if kind == "reset":
+                    self.reset_done(value, when)
+                else:
+                    self.count(value, when)
+            self.needs_reset, self.broken = needs_reset, broken
+            self.last_used = max(self.last_used, last_used)
+
+    def release_owners(self, seconds: float) -> bool:
+        """Ask the process for every connection it owns back (and so for what
+        it has not reported yet); True once it has given them all, within
+        ``seconds``.  Details, monitors and closes see the current counts so."""
+        owners = list(self.owners)
+        if not owners:
+            return True
+        for owner in owners:
+            owner.release()
+        deadline = time.monotonic() + seconds
+        for owner in owners:
+            if not owner.done.wait(max(0.0, deadline - time.monotonic())):
+                return False
+        return True
 
     def close(self, seconds: float = 10.0) -> None:
         """Flush and close the monitor, close the env (within ``seconds``);
@@ -2870,7 +3452,7 @@ class Envs:
         cutoff = time.time() - idle_seconds
         reaped = []
         for instance in self.all():
-            if instance.last_used < cutoff and instance.lock.acquire(blocking=False):
+            if instance.last_used < cutoff and instance.release_owners(OWNED_REPORT_WAIT) and instance.lock.acquire(blocking=False):
                 try:
                     if instance.last_used < cutoff and not instance.closed:
                         self.remove(instance.instance_id)
@@ -3060,7 +3642,8 @@ def route_reset(server: GymHTTPServer, request: Request, instance_id: str) -> by
         if instance.runner.ended is not None:  # its process died or was killed: make the env afresh
             server.restart_env(instance, request.connection)
         interrupted, payload = instance.call("reset", seed, options)  # with no seed, the env side knows which
-        instance.reset_done(interrupted)
+        with instance.counting:
+            instance.reset_done(interrupted)
     return payload
 
 
@@ -3086,11 +3669,12 @@ def route_step(server: GymHTTPServer, request: Request, instance_id: str) -> byt
         # The body goes to the env side as it came: it parses the action there, and resets first if
         # it must (a step before any reset) or refuses (a broken env).  What it did, the server counts.
         episodes, payload, reset_first = instance.call("step", request.body)
-        if reset_first:
-            instance.reset_done(None)
-        instance.steps += 1
-        if episodes:
-            instance.count(episodes)
+        with instance.counting:
+            if reset_first:
+                instance.reset_done(None)
+            instance.steps += 1
+            if episodes:
+                instance.count(episodes)
     return payload
 
 
@@ -3171,6 +3755,7 @@ def route_space_contains(server: GymHTTPServer, request: Request, instance_id: s
 
 def route_monitor_start(server: GymHTTPServer, request: Request, instance_id: str) -> None:
     instance = _touch(server, instance_id)
+    instance.release_owners(OWNED_REPORT_WAIT)  # what came before goes to no monitor
     params = request.params
     directory = required(params, "directory")
     check_type("directory", directory, (str,), "a string (a directory path)")
@@ -3213,6 +3798,7 @@ def route_monitor_start(server: GymHTTPServer, request: Request, instance_id: st
 
 def route_monitor_close(server: GymHTTPServer, request: Request, instance_id: str) -> None:
     request.optional_params
+    _touch(server, instance_id).release_owners(OWNED_REPORT_WAIT)  # every episode reaches the files
     with _touch(server, instance_id) as instance:
         try:
             # Finishes the last video, which the manifest then lists; an env that died took its video along.
@@ -3226,6 +3812,9 @@ def route_monitor_close(server: GymHTTPServer, request: Request, instance_id: st
 def route_close(server: GymHTTPServer, request: Request, instance_id: str) -> None:
     request.optional_params
     instance = _touch(server, instance_id)
+    if not instance.release_owners(CLOSE_WAIT) and instance.runner.owned_busy():  # stuck in the env, for a connection it owns
+        instance.runner.kill("closed")
+        instance.release_owners(CLOSE_WAIT)
     if not instance.lock.acquire(timeout=CLOSE_WAIT):  # a call is stuck in the env
         instance.runner.kill("closed")  # its process ends, and the stuck call with it
         if not instance.lock.acquire(timeout=CLOSE_WAIT):  # a thread in the env: it cannot be stopped
@@ -3275,6 +3864,7 @@ def route_details(server: GymHTTPServer, request: Request, instance_id: str) -> 
     instance = server.envs.get(instance_id)
     if instance.closed:
         raise bad_request(f"Instance_id {short(instance_id)} unknown")
+    instance.release_owners(OWNED_REPORT_WAIT)  # what its process has not reported yet, it reports now
     recent = instance.recent.copy()  # one C call: safe against a concurrent append
     episodes = [{"return": sanitize(r), "length": n, "ended": t} for r, n, t in recent]
     monitor = instance.monitor
@@ -3446,6 +4036,9 @@ class Router:
 
 
 ROUTER = Router(ROUTES)
+# What an instance process answers itself on a connection it owns (see "Instance processes").
+OWNABLE = frozenset({route_step, route_reset, route_action_space, route_observation_space, route_action_sample,
+                     route_action_contains, route_space_sample, route_space_contains, route_render})
 
 
 # -- the OpenAPI document -------------------------------------------------------
@@ -3817,38 +4410,81 @@ def read_head(rfile: Any, line: bytes) -> tuple[str, str, str, dict]:
         command, target, version = (w.decode("ascii") for w in words)
     except UnicodeDecodeError:
         raise FramingError(HTTPStatus.BAD_REQUEST, "Request line is not ASCII; percent-encode the path")
-    headers: dict[str, str] = {}
-    total = 0
-    while True:
-        try:
-            raw = rfile.readline(MAX_HEADER_LINE + 1)
-        except (TimeoutError, OSError):
-            raise PeerGone
-        if raw in (b"\r\n", b"\n"):
-            break
-        if not raw:
-            raise PeerGone
-        if len(raw) > MAX_HEADER_LINE:
-            raise FramingError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"A header line is longer than {MAX_HEADER_LINE} bytes")
-        total += 1
-        if total > MAX_HEADERS:
-            raise FramingError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"More than {MAX_HEADERS} headers")
-        name, sep, value = raw.partition(b":")
-        if not sep or not _TOKEN.fullmatch(name):  # RFC 9110: a field name is a token; no space, no folding
-            raise FramingError(HTTPStatus.BAD_REQUEST, f"Malformed header line {short(raw.decode('latin-1').rstrip())}")
-        value = value[:-2] if value.endswith(b"\r\n") else value.rstrip(b"\n")
-        if _CONTROL.search(value):
-            raise FramingError(HTTPStatus.BAD_REQUEST, f"Header {short(name.decode('latin-1'))} holds a control "
-                               "character; a field value may hold only visible characters, spaces and tabs")
-        key, text = name.decode("latin-1").lower(), value.strip(b" \t").decode("latin-1")  # only SP and HTAB around it
-        if key == "content-length" and headers.get(key, text) != text:
-            raise FramingError(HTTPStatus.BAD_REQUEST, "Conflicting Content-Length headers")
-        if key in ("host", "transfer-encoding") and key in headers:
-            raise FramingError(HTTPStatus.BAD_REQUEST, f"Two {name.decode('latin-1')} headers; send one")
-        headers[key] = text
+    headers = _whole_head(rfile)
+    if headers is None:
+        headers = {}
+        total = 0
+        while True:
+            try:
+                raw = rfile.readline(MAX_HEADER_LINE + 1)
+            except (TimeoutError, OSError):
+                raise PeerGone
+            if raw in (b"\r\n", b"\n"):
+                break
+            if not raw:
+                raise PeerGone
+            if len(raw) > MAX_HEADER_LINE:
+                raise FramingError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"A header line is longer than {MAX_HEADER_LINE} bytes")
+            total += 1
+            if total > MAX_HEADERS:
+                raise FramingError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"More than {MAX_HEADERS} headers")
+            _add_header(headers, raw[:-2] if raw.endswith(b"\r\n") else raw.rstrip(b"\n"))
     if version == "HTTP/1.1" and "host" not in headers:
         raise FramingError(HTTPStatus.BAD_REQUEST, "An HTTP/1.1 request needs a Host header (RFC 9112)")
     return command, target, version, headers
+
+
+# Header blocks already checked, and what they said: a client sends the same few again and again
+# (a step's differ at most in Content-Length), and checking one line by line costs more than the step.
+_HEADS: dict[bytes, dict] = {}
+_HEADS_MAX = 256
+
+
+def _whole_head(rfile: Any) -> dict | None:
+    """The headers, when all of them have arrived already (the usual case):
+    taken as one block, and checked once per distinct block.  None when they
+    must be read line by line, as they come."""
+    try:
+        buffered = rfile.peek(1)  # what is buffered, without a read unless nothing is
+    except (TimeoutError, OSError, ValueError):
+        raise PeerGone
+    end = buffered.find(b"\r\n\r\n")
+    if end < 0 or buffered.startswith((b"\r\n", b"\n")):  # not all here yet, or no headers at all
+        return None
+    block = bytes(buffered[:end])
+    headers = _HEADS.get(block)
+    if headers is None:
+        if b"\n\n" in block or b"\n\r\n" in block:  # a blank line before it: the head ended there
+            return None
+        lines = block.split(b"\n")
+        if len(lines) > MAX_HEADERS:
+            return None  # line by line, for the same answer as then
+        headers = {}
+        for raw in lines:
+            if len(raw) + 2 > MAX_HEADER_LINE:
+                return None
+            _add_header(headers, raw[:-1] if raw.endswith(b"\r") else raw)
+        if len(_HEADS) >= _HEADS_MAX:
+            _HEADS.clear()
+        _HEADS[block] = headers
+    rfile.read(end + 4)
+    return dict(headers)
+
+
+def _add_header(headers: dict, raw: bytes) -> None:
+    """Check one header line (without its line end) and add it to ``headers``."""
+    name, sep, value = raw.partition(b":")
+    if not sep or not _TOKEN.fullmatch(name):  # RFC 9110: a field name is a token; no space, no folding
+        raise FramingError(HTTPStatus.BAD_REQUEST, f"Malformed header line {short(raw.decode('latin-1').rstrip())}")
+    if _CONTROL.search(value):
+        raise FramingError(HTTPStatus.BAD_REQUEST, f"Header {short(name.decode('latin-1'))} holds a control "
+                           "character; a field value may hold only visible characters, spaces and tabs")
+    key, text = name.decode("latin-1").lower(), value.strip(b" \t").decode("latin-1")  # only SP and HTAB around it
+    if key == "content-length" and headers.get(key, text) != text:
+        raise FramingError(HTTPStatus.BAD_REQUEST, "Conflicting Content-Length headers")
+    if key in ("host", "transfer-encoding") and key in headers:
+        raise FramingError(HTTPStatus.BAD_REQUEST, f"Two {name.decode('latin-1')} headers; send one")
+    headers[key] = text
 
 
 def keeps_alive(version: str, headers: dict) -> bool:
@@ -4058,7 +4694,54 @@ def _preemption_counter() -> Callable[[], int] | None:
 _PREEMPTIONS = _preemption_counter()
 
 
-class GymHTTPRequestHandler(BaseHTTPRequestHandler):
+class Polling:
+    """Busy-polling for the next request on one connection, and its back-off.
+
+    A thread that blocks lets its core go idle, and waking it costs tens of
+    microseconds (far more on a VM) per request.  So for a client that steps
+    fast, and is the only one stepping, whoever owns its connection (the
+    server's thread, or an instance process) polls.  If the OS often takes
+    the core from the loop, other processes need it: then no polling for
+    SPIN_BACKOFF seconds, doubling while it recurs.
+    """
+
+    _gap = math.inf  # seconds from our last reply to the next request
+    _succeeded = False  # the last request got a 1xx-3xx reply
+    _replied = 0.0  # perf_counter() when the last reply was sent
+    _calm_until = 0.0  # no spinning before this perf_counter()
+    _spins = _preempted = 0  # in the current sample
+    _backoff = SPIN_BACKOFF
+    spun = 0  # requests waited for by polling, all told
+
+    def may_poll(self, spin: float) -> bool:
+        """Whether to poll after this reply: the client's last request
+        succeeded (not one without the token, nor one stuck in a loop of
+        errors), came soon after our previous reply, and no back-off runs."""
+        return bool(spin) and self._succeeded and self._gap <= spin and self._replied > self._calm_until
+
+    def poll_for(self, ready: Callable[[int], Any], spin: float, busy: Callable[[], Any]) -> None:
+        """Poll ``ready`` until something is there, ``busy()`` says to stop,
+        or ``spin`` seconds have passed since our reply."""
+        end = self._replied + spin
+        clock = time.perf_counter
+        preempted = _PREEMPTIONS()
+        while not ready(0) and not busy() and clock() < end:
+            pass
+        # The back-off of client.py (each file stands alone, so it is written twice),
+        # less its rule for spinning on when that measurably pays.
+        self._preempted += _PREEMPTIONS() != preempted
+        self._spins += 1
+        self.spun += 1
+        if self._preempted > SPIN_PREEMPTED_MAX:  # contended: back off, longer each time in a row
+            self._calm_until = clock() + self._backoff
+            self._backoff = min(2 * self._backoff, SPIN_BACKOFF_MAX)
+            self._spins = self._preempted = 0
+        elif self._spins == SPIN_SAMPLE:  # a clean sample
+            self._backoff = SPIN_BACKOFF
+            self._spins = self._preempted = 0
+
+
+class GymHTTPRequestHandler(Polling, BaseHTTPRequestHandler):
     """HTTP/1.1 with keep-alive and a lean request path.
 
     ``BaseHTTPRequestHandler`` parses headers with the email package and
@@ -4089,56 +4772,26 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
             server.untrack(self)
 
     _started = 0.0  # perf_counter() when the request line came (when logging requests)
-    _gap = math.inf  # seconds from our last reply to the next request
-    _succeeded = False  # the last request got a 1xx-3xx reply
-    _replied = 0.0  # perf_counter() when the last reply was sent
-    _calm_until = 0.0  # no spinning before this perf_counter()
-    _spins = _preempted = 0  # in the current sample
-    _backoff = SPIN_BACKOFF
     _poll: Callable | None = None
-    spun = 0  # requests waited for by polling, all told
 
     def _spin_for_request(self, spin: float) -> None:
-        """Busy-poll up to ``spin`` seconds after our reply for the next request.
-
-        A thread that blocks lets its core go idle, and waking it costs tens
-        of microseconds (far more on a VM) per request.  So for a client that
-        steps fast, and is the only one stepping (the loop holds the GIL
-        between polls), we poll.  If the OS often takes the core from the
-        loop, other processes need it: then no spinning for SPIN_BACKOFF.
-        """
+        """Busy-poll up to ``spin`` seconds after our reply for the next
+        request (see :class:`Polling`); the loop holds the GIL between polls,
+        so it stops as soon as another request is being served."""
         server = self.server
         poll = self._poll
         if poll is None:
             poller = select.poll()
             poller.register(self.connection, select.POLLIN)
             poll = self._poll = poller.poll
-        end = self._replied + spin
-        clock = time.perf_counter
-        preempted = _PREEMPTIONS()
-        while not poll(0) and not server._inflight and clock() < end:
-            pass
-        # The back-off of client.py (each file stands alone, so it is written twice),
-        # less its rule for spinning on when that measurably pays.
-        self._preempted += _PREEMPTIONS() != preempted
-        self._spins += 1
-        self.spun += 1
-        if self._preempted > SPIN_PREEMPTED_MAX:  # contended: back off, longer each time in a row
-            self._calm_until = clock() + self._backoff
-            self._backoff = min(2 * self._backoff, SPIN_BACKOFF_MAX)
-            self._spins = self._preempted = 0
-        elif self._spins == SPIN_SAMPLE:  # a clean sample
-            self._backoff = SPIN_BACKOFF
-            self._spins = self._preempted = 0
+        self.poll_for(poll, spin, lambda: server._inflight)
 
     def handle_one_request(self) -> None:
         self.close_connection = True
         server = self.server
         spin = server.spin
-        if (
-            spin and self._succeeded and self._gap <= spin and server._last_client is self and not server._inflight
-            and self._replied - server._last_switch > SOLE_SECONDS and self._replied > self._calm_until
-        ):
+        if (self.may_poll(spin) and server._last_client is self and not server._inflight
+                and self._replied - server._last_switch > SOLE_SECONDS):
             self._spin_for_request(spin)
         try:
             line = self.rfile.readline(MAX_REQUEST_LINE + 1)
@@ -4193,6 +4846,67 @@ class GymHTTPRequestHandler(BaseHTTPRequestHandler):
                 "%s %s %s %d %.1fms",
                 self.client_address[0], self.command, self.path, status, (time.perf_counter() - started) * 1000,
             )
+        if server.handoff and not self.close_connection and status < HTTPStatus.BAD_REQUEST:
+            self._count_toward_handoff()
+
+    _streak: tuple[str | None, int] = (None, 0)  # (instance id, steps or resets in a row for it)
+
+    def _count_toward_handoff(self) -> None:
+        """After HANDOFF_AFTER steps or resets in a row for one instance, an
+        actor stepping its env, that instance's process takes the connection
+        over (see "Instance processes")."""
+        target = None
+        if self.command == "POST":
+            try:
+                route, args = ROUTER.match("POST", self.path.partition("?")[0])
+            except HTTPError:
+                route = None
+            if route is route_step or route is route_reset:
+                target = args[0]
+        streak = self._streak[1] + 1 if target is not None and target == self._streak[0] else 1
+        self._streak = (target, streak)
+        if target is not None and streak >= HANDOFF_AFTER:
+            self._streak = (None, 0)
+            self._hand_off(target)
+
+    def _hand_off(self, instance_id: str) -> None:
+        """Hand this connection to the instance's process, and wait for it back."""
+        server = self.server
+        instance = server.envs._instances.get(instance_id)
+        runner = getattr(instance, "runner", None)
+        if not isinstance(runner, ProcessRunner) or runner.ended is not None or instance.closed or server._shutdown_started.is_set():
+            return
+        already = take_buffered(self.rfile, self.connection)  # a pipelined request: it goes along
+        ours, theirs = socket.socketpair()
+        owner = Owner(self, instance, runner, ours)
+        settings = {"edge": (server.edge.token, server.edge.allowed_origins, server.edge.loopback), "max_body": server.max_body,
+                    "timeout": server.timeout_seconds, "spin": server.spin, "log_requests": server.log_requests}
+        try:
+            with instance:  # no relayed call on it is half done
+                runner.adopt(self.connection, theirs, already, self.client_address[0], settings)
+        except HTTPError:  # it ended meanwhile: the connection stays here
+            ours.close()
+            return
+        finally:
+            theirs.close()
+        instance.owners.add(owner)
+        server.track(self, None)  # the process holds it to --timeout now
+        try:
+            back = owner.wait()
+        finally:
+            instance.owners.discard(owner)
+            # The process and we share the socket's open file, and its flags: it made it non-blocking
+            # (for its timeouts).  Ours again as this socket object expects, or a read finds no data yet
+            # and takes that for a hang-up.
+            try:
+                self.connection.settimeout(self.connection.gettimeout())
+            except OSError:
+                pass
+        if back is None:
+            self.close_connection = True
+            return
+        self.rfile = socket_reader(self.connection, back)
+        server.track(self, time.monotonic() + server.timeout_seconds)
 
     def _fail(self, status: HTTPStatus, message: str, headers: dict | None = None) -> None:
         """Answer a framing error (or a request refused before its body was
@@ -4278,6 +4992,7 @@ class GymHTTPServer(ThreadingHTTPServer):
         imports: tuple[str, ...] = (),
         log_requests: bool = False,
         spin_us: int = 0,
+        handoff: bool = True,
     ):
         if isolation not in ("process", "thread"):
             raise ValueError(f"isolation must be 'process' or 'thread', not {isolation!r}")
@@ -4328,6 +5043,7 @@ class GymHTTPServer(ThreadingHTTPServer):
         self.monitor_root = os.path.realpath(monitor_root) if monitor_root else None
         self.allowed_imports = frozenset(imports)
         self.log_requests = log_requests
+        self.handoff = handoff and isolation == "process"  # instance processes take over their actors' connections
         self.spin = spin_us / 1e6 if _PREEMPTIONS is not None else 0.0  # seconds
         self._last_client: GymHTTPRequestHandler | None = None  # the connection that sent the last POST
         self._last_switch = 0.0  # perf_counter() when that last changed
@@ -4349,8 +5065,8 @@ class GymHTTPServer(ThreadingHTTPServer):
             threading.Thread(target=target, name=f"gymhttp-{name}", daemon=True).start()
         if idle_timeout:
             threading.Thread(target=self._reap_loop, name="gymhttp-reaper", daemon=True).start()
-        if max_env_memory:
-            threading.Thread(target=self._memory_loop, name="gymhttp-memory", daemon=True).start()
+        if isolation == "process":
+            threading.Thread(target=self._watch_loop, name="gymhttp-watch", daemon=True).start()
 
     @property
     def token(self) -> str | None:
@@ -4644,19 +5360,26 @@ class GymHTTPServer(ThreadingHTTPServer):
                     except OSError as exc:
                         log.warning("writing the monitor files of %s failed: %s", instance.instance_id, exc)
 
-    def _memory_loop(self) -> None:
-        """Kill an instance process whose memory goes past --max-env-memory
-        during a call (between calls it checks itself); idle ones are checked
-        once a second.  Every process the server started is watched, from its
-        fork on: one still making its env (a create, or the remake a reset
-        does after a crash) is in a call too, and not in the registry yet."""
-        limit = self.max_env_memory << 20
+    def _watch_loop(self) -> None:
+        """Every MEMORY_POLL seconds, look at every instance process the
+        server started, from its fork on (one still making its env, for a
+        create or the remake a reset does after a crash, is in a call and
+        not in the registry yet), and at the request one serves on a
+        connection it owns: past --max-env-memory (checked each time while in
+        a call, else once a second) or past --env-timeout, it is killed, and
+        whoever waits answers why."""
+        limit = self.max_env_memory << 20 if self.max_env_memory else None
         rounds = 0
         while not self._shutdown_started.wait(MEMORY_POLL):
             rounds += 1
             everyone = rounds % round(1 / MEMORY_POLL) == 0
+            now = time.monotonic()
             for runner in list(self.runners):  # a copy: creates and ends change the set meanwhile
-                if runner.busy or everyone:
+                owned = runner.owned_busy()
+                if owned is not None and self.env_timeout is not None and now - owned[1] > self.env_timeout:
+                    runner.kill("timeout")
+                    continue
+                if limit is not None and (runner.busy or owned is not None or everyone):
                     rss = runner.rss()
                     if rss is not None and rss > limit:
                         runner.held = rss
@@ -4687,18 +5410,29 @@ class GymHTTPServer(ThreadingHTTPServer):
             if self._serving:
                 threading.Thread(target=self.shutdown, name="gymhttp-shutdown", daemon=True).start()
 
+    def _busy(self) -> bool:
+        """Whether a request is being served: here, or by an instance process on a connection it owns."""
+        return bool(self._inflight) or any(runner.owned_busy() for runner in list(self.runners))
+
     def _drain(self) -> None:
-        """Let in-flight requests finish (up to drain_seconds); then end what
-        still runs (instance processes in a call are killed), and cut the
-        connections."""
-        with self._state:
-            drained = self._state.wait_for(lambda: self._inflight == 0, timeout=self.drain_seconds)
-        if not drained:
+        """Take back the connections instance processes own, let in-flight
+        requests finish (up to drain_seconds); then end what still runs
+        (instance processes in a call are killed), and cut the connections."""
+        for instance in self.envs.all():
+            for owner in list(instance.owners):
+                owner.release()
+        deadline = time.monotonic() + self.drain_seconds
+        while self._busy() and time.monotonic() < deadline:
+            with self._state:
+                self._state.wait(0.02)
+        if self._busy():
             for runner in list(self.runners):  # makes too: a create in flight is not in the registry yet
-                if runner.busy:
+                if runner.busy or runner.owned_busy():
                     runner.kill("shutdown")
-            with self._state:  # their requests now answer at once
-                self._state.wait_for(lambda: self._inflight == 0, timeout=1.0)
+            deadline = time.monotonic() + 1.0  # their requests now answer at once
+            while self._busy() and time.monotonic() < deadline:
+                with self._state:
+                    self._state.wait(0.02)
         for handler in list(self._connections):
             handler.drop()
 

@@ -1648,6 +1648,9 @@ class TestKeepAlive(ServerTestCase):
         self.assertEqual(strict_loads(body), {"all_envs": {}})
 
     def test_each_response_is_written_once_and_nodelay_is_set(self):
+        # The server's writes: this connection stays with it.  An instance process that owns one writes
+        # its replies the same way (response_bytes, then one sendall).
+        self.server.handoff = False
         writes, nodelay = [], []
         original_setup = gymhttp.GymHTTPRequestHandler.setup
 
@@ -1705,7 +1708,11 @@ POLLING = unittest.skipIf(gymhttp._PREEMPTIONS is None, "busy-polling is off on 
 @POLLING
 class TestServerBusyPolling(ServerTestCase):
     """The server polls for the next request of a fast client that is the only
-    one stepping; it stops when the client pauses, and costs nothing idle."""
+    one stepping; it stops when the client pauses, and costs nothing idle.
+    (The server's own polling, for a connection it keeps: no handoff here.
+    TestOwnedConnections checks an instance process's.)"""
+
+    server_options = {"handoff": False}
 
     def start_stepping(self, c):
         iid = c.env_create("CartPole-v1", seed=0)
