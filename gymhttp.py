@@ -2376,6 +2376,9 @@ class OwnedConnection:
         self.max_body, self.timeout = settings["max_body"], settings["timeout"]
         sock.settimeout(self.timeout)  # no read or write may stall past --timeout
         self.spin, self.log_requests = settings["spin"], settings["log_requests"]
+        # A monitor's episodes are reported before the reply that ends them; other counts every
+        # REPORT_SECONDS, since a message a step costs a vector of cheap envs a fifth of its speed.
+        self.monitored = settings["monitored"]
         self.polling = Polling()
         self.deadline = time.monotonic() + self.timeout  # for the next request to arrive whole
         self.reported = time.monotonic()
@@ -2432,6 +2435,8 @@ class OwnedConnection:
                 self.send(error.status, encode_json({"message": error.message}), JSON_TYPE, {}, command, True)
                 self.close()
                 os._exit(3)
+            if self.monitored and self.host.instance.events:  # an episode ended (or one began): the server has it
+                self.report_ledger()  # before the client does, so it reaches the monitor's files whatever dies next
             polling._succeeded = status < HTTPStatus.BAD_REQUEST
             close = self.send(status, payload, content_type, {**extra, **cors} if cors else extra, command, close)
             polling._replied = time.perf_counter()
@@ -2610,6 +2615,23 @@ class InstanceProcess:
     def serve(self, owned: OwnedConnection) -> None:
         self.drop(owned) if owned.serve() is not None else None
 
+    def asked(self, owned: OwnedConnection) -> None:
+        """The server asks, about a connection: for a report now (a look at
+        the instance's details), or for the connection back (a shutdown, a
+        close, a monitor's start); gone, it wants it back too."""
+        while True:
+            try:
+                (ask,) = owned.report.recv()
+            except (EOFError, OSError, ValueError):
+                ask = "release"
+            if ask != "report":
+                self.drop(owned)
+                owned.give_back()
+                return
+            owned.report_ledger(("reported",))
+            if not owned.report.pending():
+                return
+
     def wait_and_serve(self) -> bool:
         """Wait for a call, a request, or a report's turn; serve it.  True
         when the process should end."""
@@ -2626,7 +2648,8 @@ class InstanceProcess:
             events = [(self.calls, select.POLLIN)]
         else:
             events = self.poller.poll(max(0, math.ceil((timeout - now) * 1000)))
-        for fd, _ in events:
+        # The server's asks first: a request that comes after a release (at shutdown, say) is the server's.
+        for fd, _ in sorted(events, key=lambda event: event[0] not in self.reports) if len(events) > 1 else events:
             if fd == self.calls:
                 try:
                     op, args = self.channel.recv()
@@ -2636,14 +2659,8 @@ class InstanceProcess:
                     return True
             elif fd in self.owned:
                 self.serve(self.owned[fd])
-            elif fd in self.reports:  # the server asks for it back (a shutdown, a close, a look at its details)
-                owned = self.reports[fd]
-                try:
-                    owned.report.recv()
-                except (EOFError, OSError):
-                    pass
-                self.drop(owned)
-                owned.give_back()
+            elif fd in self.reports:
+                self.asked(self.reports[fd])
         now = time.monotonic()
         for owned in list(self.owned.values()):
             if now > owned.deadline:  # --timeout: idle (or stalled) too long
@@ -2905,6 +2922,21 @@ class Owner:
         self.spun = handler.spun  # the handler's polls before; the process's are added to them
         self._released = False
         self._lock = threading.Lock()
+        self._answers = threading.Condition(self._lock)
+        self._answered = 0  # reports sent because we asked for one
+
+    def ask_report(self, seconds: float) -> bool:
+        """Ask for what the process has not reported yet, and wait for it (up
+        to ``seconds``); True once it is counted.  The connection stays there."""
+        with self._lock:
+            if not (self._released or self.done.is_set()):
+                before = self._answered
+                try:
+                    self.report.send(("report",))
+                except OSError:
+                    return False
+                return self._answers.wait_for(lambda: self._answered > before or self.done.is_set(), seconds)
+        return self.done.wait(seconds)  # it is coming back, and its last report with it
 
     def release(self) -> None:
         """Ask for the connection back, once."""
@@ -2933,25 +2965,34 @@ class Owner:
                 kind, ledger, spun = message[0], message[-2], message[-1]
                 self.instance.apply_ledger(ledger)
                 self.handler.spun = self.spun + spun
-                if kind == "returned":
+                if kind == "reported":
+                    with self._lock:
+                        self._answered += 1
+                        self._answers.notify_all()
+                elif kind == "returned":
                     return message[1]
-                if kind == "closed":
+                elif kind == "closed":
                     return None
         finally:
             self.report.sock.close()
-            self.done.set()
+            with self._lock:
+                self.done.set()
+                self._answers.notify_all()
 
     def _lost(self) -> bytes | None:
         """The process ended while it owned the connection: a request it was
         serving gets its answer here, as a relayed one would; an idle
         connection is the server's again."""
-        busy = self.runner.owned_busy()
+        runner = self.runner
+        busy = runner.page.read() if runner.page is not None else None  # whoever noticed the death first
         op = busy[0] if busy else ""
-        self.runner.finish(op)
-        self.instance.broken = self.instance.broken or f"process {self.runner.ended}"
+        runner.finish(op)
         if busy is None:
+            self.instance.broken = self.instance.broken or f"process {runner.ended}"
             return b""
-        error = self.runner._gone(op)
+        error = runner._gone(op)
+        if isinstance(error, EnvFailure):  # what the 409s after it say, as for a relayed call
+            self.instance.broken = error.summary
         handler = self.handler
         handler.close_connection, handler.command = True, "POST"
         handler.reply(error.status, encode_json({"message": error.message}), JSON_TYPE, {})
@@ -3321,10 +3362,17 @@ class Instance:
             self.needs_reset, self.broken = needs_reset, broken
             self.last_used = max(self.last_used, last_used)
 
+    def report_owners(self, seconds: float) -> bool:
+        """Have the process report what it did on the connections it owns and
+        has not reported yet (at most REPORT_SECONDS of it); True once every
+        report is counted, within ``seconds``.  Details see current counts so."""
+        deadline = time.monotonic() + seconds
+        return all([owner.ask_report(max(0.0, deadline - time.monotonic())) for owner in list(self.owners)])
+
     def release_owners(self, seconds: float) -> bool:
         """Ask the process for every connection it owns back (and so for what
         it has not reported yet); True once it has given them all, within
-        ``seconds``.  Details, monitors and closes see the current counts so."""
+        ``seconds``.  Monitors and closes see the current counts so."""
         owners = list(self.owners)
         if not owners:
             return True
@@ -3864,7 +3912,7 @@ def route_details(server: GymHTTPServer, request: Request, instance_id: str) -> 
     instance = server.envs.get(instance_id)
     if instance.closed:
         raise bad_request(f"Instance_id {short(instance_id)} unknown")
-    instance.release_owners(OWNED_REPORT_WAIT)  # what its process has not reported yet, it reports now
+    instance.report_owners(OWNED_REPORT_WAIT)  # what its process has not reported yet, it reports now
     recent = instance.recent.copy()  # one C call: safe against a concurrent append
     episodes = [{"return": sanitize(r), "length": n, "ended": t} for r, n, t in recent]
     monitor = instance.monitor
@@ -4880,7 +4928,8 @@ class GymHTTPRequestHandler(Polling, BaseHTTPRequestHandler):
         ours, theirs = socket.socketpair()
         owner = Owner(self, instance, runner, ours)
         settings = {"edge": (server.edge.token, server.edge.allowed_origins, server.edge.loopback), "max_body": server.max_body,
-                    "timeout": server.timeout_seconds, "spin": server.spin, "log_requests": server.log_requests}
+                    "timeout": server.timeout_seconds, "spin": server.spin, "log_requests": server.log_requests,
+                    "monitored": instance.monitor is not None}
         try:
             with instance:  # no relayed call on it is half done
                 runner.adopt(self.connection, theirs, already, self.client_address[0], settings)
@@ -5570,6 +5619,11 @@ def main(argv: list[str] | None = None) -> int:
         "thread: all in the server's process, for the lowest latency with a trusted cheap env (default: %(default)s)",
     )
     parser.add_argument(
+        "--handoff", choices=["on", "off"], default="on",
+        help="with --isolation process: a connection that steps one instance is handed to that instance's process, "
+        "which answers it directly (one hop a step); off relays every request through the server (default: %(default)s)",
+    )
+    parser.add_argument(
         "--env-timeout", type=float, default=None, metavar="SECONDS",
         help="longest any call into an env may take (make included); past it the call answers 504 and the instance "
         "is broken, its process killed (default: none)",
@@ -5651,6 +5705,7 @@ def main(argv: list[str] | None = None) -> int:
             args.listen, args.port, imports=tuple(args.imports), max_envs=args.max_envs, max_body=args.max_body,
             timeout=args.timeout, idle_timeout=args.idle_timeout, token=args.token, monitor_root=args.monitor_root,
             log_requests=args.log_level in ("debug", "info"), spin_us=args.spin_us, isolation=args.isolation,
+            handoff=args.handoff == "on",
             env_timeout=args.env_timeout, max_env_memory=args.max_env_memory, drain_timeout=args.drain_timeout,
             allow_origins=tuple(args.allow_origins), max_processes=args.max_processes, max_connections=args.max_connections,
             node_id=args.node_id, peers=tuple(p.strip() for p in args.peers.split(",") if p.strip()),

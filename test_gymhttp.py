@@ -2754,6 +2754,365 @@ class TestThreadIsolation(IsolationTestCase):
         self.assertEqual(env_threads(), before)
 
 
+class Wire:
+    """One keep-alive connection, raw, as a client in another language keeps
+    it: requests go out and replies come back on it, and it never changes."""
+
+    def __init__(self, test: ServerTestCase, headers: dict | None = None):
+        self.test = test
+        self.sock = socket.create_connection(("127.0.0.1", test.port), timeout=15)
+        self.file = self.sock.makefile("rb")
+        self.headers = {**test.auth_headers(), **(headers or {})}
+        test.addCleanup(self.close)
+
+    def send(self, method: str, path: str, body=None, headers: dict | None = None) -> None:
+        data = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
+        fields = {"Host": "127.0.0.1", **self.headers, **(headers or {}), "Content-Length": str(len(data))}
+        head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items() if v is not None)
+        self.sock.sendall(head.encode("latin-1") + b"\r\n" + data)
+
+    def receive(self) -> tuple[int, dict, Any]:
+        status, headers, raw = read_response(self.file)
+        return status, headers, strict_loads(raw) if raw and headers.get("content-type") == "application/json" else raw
+
+    def request(self, method: str, path: str, body=None, headers: dict | None = None) -> tuple[int, dict, Any]:
+        self.send(method, path, body, headers)
+        return self.receive()
+
+    def step(self, iid: str, action: int = 0) -> dict:
+        status, _, reply = self.request("POST", f"/v1/envs/{iid}/step/", {"action": action})
+        self.test.assertEqual(status, 200, reply)
+        return reply
+
+    def reset(self, iid: str, seed: int | None = None) -> dict:
+        status, _, reply = self.request("POST", f"/v1/envs/{iid}/reset/", {} if seed is None else {"seed": seed})
+        self.test.assertEqual(status, 200, reply)
+        return reply
+
+    def closed_by_server(self) -> bool:
+        self.sock.settimeout(5)
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def wait_for(condition: Callable[[], Any], seconds: float = 5.0) -> Any:
+    """``condition()``'s first true value within ``seconds``, else that false one."""
+    deadline = time.monotonic() + seconds
+    while not (value := condition()) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return value
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class OwnedTestCase(IsolationTestCase):
+    """An actor's connection that the instance's process owns."""
+
+    def owners(self, iid: str) -> set:
+        return self.server.envs._instances[iid].owners
+
+    def handed_over(self, wire: Wire, iid: str, seed: int | None = None) -> None:
+        """Reset and step on ``wire`` until the instance's process owns it."""
+        wire.reset(iid, seed)
+        for _ in range(gymhttp.HANDOFF_AFTER):
+            wire.step(iid)
+        self.assertTrue(wait_for(lambda: self.owners(iid)), "the connection was not handed over")
+
+
+class TestOwnedConnections(OwnedTestCase):
+    server_options = {"env_timeout": 2.0}
+
+    def test_an_actor_is_answered_by_its_instance_process_as_locally_and_counted_at_once(self):
+        iid = self.create(seed=3)
+        local = gymnasium.make("CartPole-v1")
+        wire = Wire(self)
+        self.handed_over(wire, iid, seed=3)
+        obs, _ = local.reset(seed=3)
+        for _ in range(gymhttp.HANDOFF_AFTER):
+            obs, *_ = local.step(0)
+        steps, episodes = gymhttp.HANDOFF_AFTER, 0
+        (owner,) = self.owners(iid)
+        for t in range(300):
+            reply = wire.step(iid, t % 2)
+            obs, reward, terminated, truncated, _ = local.step(t % 2)
+            steps += 1
+            self.assertEqual(reply["observation"], obs.tolist())
+            self.assertEqual((reply["reward"], reply["terminated"], reply["truncated"]), (reward, terminated, truncated))
+            if terminated or truncated:
+                episodes += 1
+                np.testing.assert_array_equal(wire.reset(iid)["observation"], local.reset()[0])
+        self.assertEqual(self.owners(iid), {owner}, "the connection changed hands while it stepped one instance")
+        # Another connection sees every step and episode, at once.
+        details = self.get(f"/v1/envs/{iid}/")[2]
+        self.assertEqual((details["steps"], details["episodes"]), (steps, episodes))
+        self.assertEqual(self.owners(iid), {owner})  # it stays where it is
+        self.assertEqual(wire.step(iid, 0)["observation"], local.step(0)[0].tolist())
+        self.assertEqual(self.get(f"/v1/envs/{iid}/")[2]["steps"], steps + 1)
+
+    def test_requests_for_anything_else_go_back_to_the_server_on_the_same_connection(self):
+        iid = self.create()
+        wire = Wire(self)
+        self.handed_over(wire, iid)
+        status, _, listing = wire.request("GET", "/v1/envs/")  # the server's
+        self.assertEqual((status, list(listing["all_envs"])), (200, [iid]))
+        self.assertFalse(self.owners(iid))
+        time.sleep(0.1)  # the next request comes later: the server's socket must still wait for it
+        status, _, made = wire.request("POST", "/v1/envs/", {"env_id": "CartPole-v1"})
+        self.assertEqual(status, 200, made)
+        other = made["instance_id"]
+        self.handed_over(wire, other)  # now the other instance's process has it
+        self.assertFalse(self.owners(iid))
+        for path in (f"/v1/envs/{other}/action_space/", f"/v1/envs/{other}/action_space/sample/",
+                     f"/v1/envs/{other}/observation_space/"):  # its own: answered there
+            self.assertEqual(wire.request("GET", path)[0], 200)
+        self.assertTrue(self.owners(other))
+        self.assertEqual(wire.request("POST", f"/v1/envs/{iid}/close/")[0], 204)  # not its own: back again
+        self.assertEqual(wire.request("GET", "/v1/nope/")[0], 404)
+        self.assertEqual(wire.step(other)["observation"].__class__, list)
+        status, _, reply = wire.request("POST", f"/v1/envs/{iid}/step/", {"action": 0})
+        self.assertEqual(status, 400)
+        self.assertIn("unknown", reply["message"])
+
+    def test_old_clients_stepping_several_instances_over_one_connection_stay_with_the_server(self):
+        ids = [self.create(seed=k) for k in range(4)]
+        locals_ = [gymnasium.make("CartPole-v1") for _ in ids]
+        wire = Wire(self)
+        for k, iid in enumerate(ids):
+            np.testing.assert_array_equal(wire.reset(iid, seed=k)["observation"], locals_[k].reset(seed=k)[0])
+        for t in range(40):
+            for iid, local in zip(ids, locals_):
+                obs, _, terminated, truncated, _ = local.step(t % 2)
+                self.assertEqual(wire.step(iid, t % 2)["observation"], obs.tolist())
+                if terminated or truncated:
+                    np.testing.assert_array_equal(wire.reset(iid)["observation"], local.reset()[0])
+        self.assertEqual([self.owners(iid) for iid in ids], [set()] * 4)
+
+    def test_pipelined_requests_are_answered_in_order_across_the_hand_back(self):
+        iid = self.create(seed=0)
+        local = gymnasium.make("CartPole-v1")
+        local.reset(seed=0)
+        wire = Wire(self)
+        self.handed_over(wire, iid, seed=0)
+        for _ in range(gymhttp.HANDOFF_AFTER):
+            local.step(0)
+        sent = ["step", "step", "list", "step", "details", "step"]
+        for kind in sent:
+            if kind == "step":
+                wire.send("POST", f"/v1/envs/{iid}/step/", {"action": 1})
+            else:
+                wire.send("GET", "/v1/envs/" if kind == "list" else f"/v1/envs/{iid}/")
+        for kind in sent:
+            status, _, reply = wire.receive()
+            self.assertEqual(status, 200, reply)
+            if kind == "step":
+                self.assertEqual(reply["observation"], local.step(1)[0].tolist())
+            elif kind == "list":
+                self.assertIn(iid, reply["all_envs"])
+            else:
+                self.assertEqual(reply["steps"], gymhttp.HANDOFF_AFTER + 3)
+
+    def test_a_crash_mid_call_is_answered_on_the_clients_own_connection(self):
+        healthy = Healthy(self)
+        iid = self.misbehaving("segfault")
+        wire = Wire(self)
+        self.handed_over(wire, iid)
+        pid = self.server.envs._instances[iid].runner.pid
+        healthy.step()
+        status, headers, reply = wire.request("POST", f"/v1/envs/{iid}/step/", {"action": 1})
+        self.assertEqual((status, headers["content-type"]), (500, "application/json"))
+        self.assertIn("SIGSEGV", reply["message"])
+        self.assertIn(f"pid {pid}", reply["message"])
+        self.assertTrue(wire.closed_by_server())
+        healthy.step(10)
+        self.assertBrokenThenRecovers(iid, "SIGSEGV")
+        healthy.close()
+
+    def test_an_idle_owned_connection_stays_while_its_process_dies(self):
+        iid = self.misbehaving("segfault")
+        wire = Wire(self)
+        self.handed_over(wire, iid)
+        os.kill(self.server.envs._instances[iid].runner.pid, signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: not self.owners(iid)))
+        status, _, reply = wire.request("POST", f"/v1/envs/{iid}/step/", {"action": 0})  # the server answers it now
+        self.assertEqual(status, 409, reply)
+        self.assertIn("SIGKILL", reply["message"])
+        self.assertEqual(wire.reset(iid)["observation"], 0)  # a fresh process
+        self.assertEqual(wire.step(iid)["observation"], 1)
+
+    def test_env_timeout_answers_504_on_the_owned_connection(self):
+        iid = self.misbehaving("hang")
+        wire = Wire(self)
+        self.handed_over(wire, iid)
+        started = time.monotonic()
+        status, _, reply = wire.request("POST", f"/v1/envs/{iid}/step/", {"action": 1})
+        self.assertEqual(status, 504, reply)
+        self.assertIn("--env-timeout 2 s", reply["message"])
+        self.assertLess(time.monotonic() - started, 2.0 + 1.5)
+        self.assertBrokenThenRecovers(iid, "--env-timeout")
+
+    def test_close_of_an_instance_hung_on_an_owned_connection_takes_about_a_second(self):
+        iid = self.misbehaving("hang")
+        wire = Wire(self)
+        self.handed_over(wire, iid)
+        waiting = self.background(lambda: wire.request("POST", f"/v1/envs/{iid}/step/", {"action": 1}))
+        self.assertTrue(wait_for(lambda: self.server.envs._instances[iid].runner.owned_busy()))
+        started = time.monotonic()
+        self.assertEqual(self.post(f"/v1/envs/{iid}/close/")[0], 204)
+        self.assertLess(time.monotonic() - started, 1.8)
+        waiting["thread"].join(5)
+        status, _, reply = waiting["result"]
+        self.assertEqual(status, 410, reply)
+        self.assertIn("closed while its step ran", reply["message"])
+        self.assertEqual(self.client.env_list_all(), {})
+
+    def test_monitor_episodes_reach_disk_within_a_second_whatever_dies(self):
+        directory = tempfile.mkdtemp(prefix="gymhttp-owned-monitor-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        iid = self.create(seed=0)
+        self.assertEqual(self.post(f"/v1/envs/{iid}/monitor/start/", {"directory": directory})[0], 204)
+        wire = Wire(self)
+        self.handed_over(wire, iid, seed=0)
+        episodes = 0
+        while episodes < 3:
+            reply = wire.step(iid, 0)
+            if reply["done"]:
+                episodes += 1
+                wire.reset(iid)
+        os.kill(self.server.envs._instances[iid].runner.pid, signal.SIGKILL)  # right after the reply
+        time.sleep(1.0)
+        (name,) = [n for n in os.listdir(directory) if n.endswith(".stats.json")]
+        with open(os.path.join(directory, name)) as f:
+            self.assertEqual(len(json.load(f)["episode_lengths"]), 3)
+
+    def test_the_instance_process_polls_for_a_fast_actor_and_idles_without_cpu(self):
+        c = client.Client(self.base)
+        self.addCleanup(c.close)
+        iid = c.env_create("CartPole-v1", seed=0)
+        c.reset(iid)
+        step_for(c, iid, 0.3)
+        (owner,) = self.owners(iid)
+        pid = self.server.envs._instances[iid].runner.pid
+        self.assertGreater(wait_for(lambda: owner.handler.spun > 10), 0, "the instance process never polled")
+        time.sleep(0.1)
+        before = cpu_seconds(pid)
+        time.sleep(0.5)
+        self.assertLess(cpu_seconds(pid) - before, 0.05, "the instance process kept spinning while its actor was idle")
+
+    def test_shutdown_answers_what_is_in_flight_and_refuses_what_comes_after(self):
+        iid = self.create("GymHTTPTest/Sleepy-v0", kwargs={"delay": 0.3})
+        wire = Wire(self)
+        self.handed_over(wire, iid)
+        wire.send("POST", f"/v1/envs/{iid}/step/", {"action": 0})
+        self.assertTrue(wait_for(lambda: self.server.envs._instances[iid].runner.owned_busy()))
+        started = time.monotonic()
+        shutdown = self.background(lambda: self.post("/v1/shutdown/"))
+        status, _, reply = wire.receive()
+        self.assertEqual(status, 200, reply)  # the step in flight finished
+        status, _, reply = wire.request("POST", f"/v1/envs/{iid}/step/", {"action": 0})
+        self.assertEqual(status, 503, reply)
+        self.assertIn("shutting down", reply["message"])
+        shutdown["thread"].join(10)
+        self.assertEqual(shutdown["result"][0], 200)
+        self.thread.join(10)
+        self.assertFalse(self.thread.is_alive())
+        self.assertLess(time.monotonic() - started, 5)
+
+
+class TestOwnedConnectionsMemory(OwnedTestCase):
+    def setUp(self):
+        self.server_options = {"max_env_memory": (rss_of(os.getpid()) >> 20) + 300}  # as TestProcessMemory's
+        super().setUp()
+
+    def test_a_leak_on_an_owned_connection_is_ended_at_the_limit(self):
+        iid = self.misbehaving("leak")
+        wire = Wire(self)
+        self.handed_over(wire, iid)
+        for _ in range(40):
+            status, _, reply = wire.request("POST", f"/v1/envs/{iid}/step/", {"action": 1})
+            if status != 200:
+                break
+        self.assertEqual(status, 500, reply)
+        self.assertIn(f"--max-env-memory {self.server_options['max_env_memory']} MiB", reply["message"])
+        self.assertTrue(wire.closed_by_server())
+        self.assertBrokenThenRecovers(iid, "--max-env-memory")
+
+
+class TestOwnedConnectionsTimeout(OwnedTestCase):
+    server_options = {"timeout": 0.6}
+
+    def test_an_idle_owned_connection_is_dropped_after_timeout_and_its_slot_freed(self):
+        iid = self.create()
+        wire = Wire(self)
+        self.handed_over(wire, iid)
+        started = time.monotonic()
+        self.assertTrue(wire.closed_by_server())
+        self.assertLess(time.monotonic() - started, 0.6 + 1.0)
+        self.assertTrue(wait_for(lambda: not self.owners(iid)))
+        self.assertTrue(wait_for(lambda: len(self.server._connections) == 0))
+
+    def test_a_request_that_stalls_on_an_owned_connection_is_dropped(self):
+        iid = self.create()
+        wire = Wire(self)
+        self.handed_over(wire, iid)
+        wire.sock.sendall(f"POST /v1/envs/{iid}/step/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 20\r\n\r\n{{".encode())
+        started = time.monotonic()
+        self.assertTrue(wire.closed_by_server())
+        self.assertLess(time.monotonic() - started, 0.6 + 1.0)
+
+
+class TestOwnedConnectionsEdge(OwnedTestCase):
+    """On a connection an instance process owns, every refusal is the one the
+    server gives on a connection of its own, byte for byte."""
+
+    server_options = {"token": "s3cret", "allow_origins": ("http://good.example",), "max_body": 4096}
+
+    def answers(self, wire: Wire, iid: str, bad: dict) -> tuple:
+        status, headers, reply = wire.request(bad.get("method", "POST"), bad.get("path", f"/v1/envs/{iid}/step/"),
+                                              bad.get("body", {"action": 0}), bad.get("headers"))
+        headers.pop("date", None)
+        return status, headers, reply
+
+    def test_refusals_on_an_owned_connection_are_the_servers(self):
+        iid = self.create()
+        cases = [
+            {"headers": {"Authorization": None}},
+            {"headers": {"Authorization": "Bearer wrong"}},
+            {"headers": {"Host": "evil.example"}},
+            {"headers": {"Origin": "http://evil.example"}},
+            {"headers": {"Origin": "http://good.example"}},
+            {"headers": {"X-Bad": "a\x01b"}},
+            {"body": b"{" * 5000},
+            {"body": b"[" * 100 + b"]" * 100},
+            {"body": {"action": 7}},
+            {"body": b"not json"},
+            {"method": "OPTIONS", "headers": {"Origin": "http://good.example", "Access-Control-Request-Method": "POST"}},
+        ]
+        prelude = [("reset/", {"seed": 0})] + [("step/", {"action": 0})] * gymhttp.HANDOFF_AFTER
+        for bad in cases:
+            with self.subTest(bad=bad):
+                for path, body in prelude:  # each on a connection of its own: relayed
+                    self.assertEqual(self.post(f"/v1/envs/{iid}/{path}", body)[0], 200)
+                expected = self.answers(Wire(self), iid, bad)
+                owned = Wire(self)
+                self.handed_over(owned, iid, seed=0)  # the same calls, on one connection: it is handed over
+                self.assertEqual(self.answers(owned, iid, bad), expected)
+                if expected[1].get("connection") == "close":
+                    self.assertTrue(owned.closed_by_server())
+                else:
+                    owned.step(iid)  # and it goes on
+
+
 class TestThreadIsolationHangs(IsolationTestCase):
     server_options = {"isolation": "thread"}
 

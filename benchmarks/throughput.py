@@ -377,6 +377,60 @@ def parallel(url: str, env_id: str, clients: int, seconds: float) -> float:
     return total / elapsed
 
 
+# One actor in a process of its own, as a lab's actors are: it makes its
+# instance, says its pid, steps for the seconds it is told, says how many.
+CLIENT_PROCESS = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import client
+c = client.Client(sys.argv[2], spin_us=int(sys.argv[5]))
+iid = c.env_create(sys.argv[3], seed=int(sys.argv[4]))
+c.reset(iid)
+print(c.env_details(iid)["pid"], flush=True)
+seconds = float(sys.stdin.readline())
+count, end = 0, time.perf_counter() + seconds
+while time.perf_counter() < end:
+    for _ in range(10):
+        _, _, terminated, truncated, _ = c.step(iid, count & 1)
+        count += 1
+        if terminated or truncated:
+            c.reset(iid)
+print(count, flush=True)
+sys.stdin.read()  # the parent reads the processes' CPU first
+c.env_close(iid)
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def client_processes(url: str, server_pid: int, env_id: str, clients: int, seconds: float,
+                     spin_us: int = 1000) -> tuple[float, float, float]:
+    """``clients`` client processes, each stepping an instance of its own:
+    (aggregate steps/s, the server process's CPU seconds a step, the
+    instance processes' CPU seconds a step, all of them together)."""
+    procs = [subprocess.Popen([sys.executable, "-c", CLIENT_PROCESS, ROOT, url, env_id, str(k), str(spin_us)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for k in range(clients)]
+    try:
+        pids = [int(proc.stdout.readline()) for proc in procs]
+        server_before, instances_before = cpu_seconds(server_pid), sum(cpu_seconds(pid) for pid in pids if pid)
+        for proc in procs:
+            proc.stdin.write(f"{seconds}\n")
+            proc.stdin.flush()
+        steps = sum(int(proc.stdout.readline()) for proc in procs)
+        server_cpu = cpu_seconds(server_pid) - server_before
+        instances_cpu = sum(cpu_seconds(pid) for pid in pids if pid) - instances_before
+    finally:
+        for proc in procs:
+            proc.stdin.close()
+            proc.wait(30)
+    return steps / seconds, server_cpu / steps, instances_cpu / steps
+
+
 def sequential(url: str, env_id: str, instances: int, seconds: float) -> float:
     """Steps/s of one client stepping ``instances`` instances in turn."""
     with client.Client(url) as c:
@@ -525,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     polling_step_floor_proc, polling_step_floor_port = start_step_floor(poll=True)
     relay_floor_proc, relay_floor_port = start_step_floor(poll=True, relay=True)
     handoff_floor_proc, handoff_floor_port = start_step_floor(poll=True, handoff=True)
-    server, url = start_server()  # the defaults: --isolation process
+    server, url = start_server()  # the defaults: --isolation process, connections handed off
+    relay, relay_url = start_server(["--handoff", "off"])  # every request relayed through the server process
     threads, threads_url = start_server(["--isolation", "thread"])
     still, still_url = start_server(["--spin-us", "0"])  # busy-polling off, for comparison
     rows: list[tuple[str, str, str]] = []
@@ -553,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
             measure("relay floor", step_floor, relay_floor_port, seconds, poll=True)
             measure("handoff floor", step_floor, handoff_floor_port, seconds, poll=True)
             measure("single thread", single_client, threads_url, seconds)
+            measure("single relay", single_client, relay_url, seconds)
             measure("single still", single_client, still_url, seconds, spin_us=0)
         local, floor, polling_floor = best["local"], best["floor"], best["polling floor"]
         single, single_thread, step_floor_ = best["single"], best["single thread"], best["polling step floor"]
@@ -571,12 +627,16 @@ def main(argv: list[str] | None = None) -> int:
              f"{single / step_floor_:.2f} x polling step floor, {single / floor:.2f} x floor"),
             ("the same, --isolation thread", f"{single_thread:,.0f} steps/s",
              f"{single_thread / step_floor_:.2f} x polling step floor, {single_thread / floor:.2f} x floor"),
+            ("the same, process, --handoff off (every request relayed by the server process)", f"{best['single relay']:,.0f} steps/s",
+             f"{best['single relay'] / step_floor_:.2f} x polling step floor, {best['single relay'] / single_thread:.2f} x thread"),
             ("the same, process, busy-polling off (--spin-us 0, spin_us=0)", f"{best['single still']:,.0f} steps/s",
              f"{best['single still'] / best['step floor']:.2f} x step floor"),
         ]
         check("single client / TCP floor", single / floor, ">= 0.25", single / floor >= 0.25)
         check("one client, process / polling step floor", single / step_floor_, ">= 0.6", single / step_floor_ >= 0.6)
         check("one client, thread / polling step floor", single_thread / step_floor_, ">= 0.8", single_thread / step_floor_ >= 0.8)
+        check("one client, process (handoff) / thread", single / single_thread, ">= 0.9", single / single_thread >= 0.9)
+        check("one client, process (handoff) / polling step floor", single / step_floor_, ">= 0.55", single / step_floor_ >= 0.55)
         vec = {}
         for n in sizes:
             for _ in range(rounds):
@@ -584,19 +644,22 @@ def main(argv: list[str] | None = None) -> int:
                     vec[n, encoding] = max(vec.get((n, encoding), 0.0), vector(url, n, encoding, seconds))
                 if n == 256:
                     vec[n, "thread"] = max(vec.get((n, "thread"), 0.0), vector(threads_url, n, "base64", seconds))
+                    vec[n, "relay"] = max(vec.get((n, "relay"), 0.0), vector(relay_url, n, "base64", seconds))
                     vec[n, "still"] = max(vec.get((n, "still"), 0.0), vector(still_url, n, "base64", seconds, spin_us=0))
             local = max(local, in_process(seconds))  # and the baseline again, beside them
         for n in sizes:
             for encoding in ("list", "base64"):
                 rows.append((f"CartPole vector, {n} envs, {encoding}", f"{vec[n, encoding]:,.0f} env-steps/s",
                              f"{vec[n, encoding] / local:.2f} x in-process"))
-            for key, what in (("thread", "base64, --isolation thread"), ("still", "base64, busy-polling off")):
+            for key, what in (("thread", "base64, --isolation thread"), ("relay", "base64, --handoff off"),
+                              ("still", "base64, busy-polling off")):
                 if (n, key) in vec:
                     rows.append((f"CartPole vector, {n} envs, {what}", f"{vec[n, key]:,.0f} env-steps/s",
                                  f"{vec[n, key] / local:.2f} x in-process"))
         if (256, "base64") in vec:
             ratio = vec[256, "base64"] / local
             check("256-env vector base64 / in-process", ratio, ">= 4", ratio >= 4)
+            check("256-env vector base64 / in-process, handoff (issue 19)", ratio, ">= 6", ratio >= 6)
         remote = max(remote_env(url, seconds) for _ in range(rounds))
         rows.append(("client.RemoteEnv (a gymnasium.Env), CartPole", f"{remote:,.0f} steps/s", f"{remote / local:.2f} x in-process"))
         for n in (8, 64):
@@ -629,7 +692,31 @@ def main(argv: list[str] | None = None) -> int:
                     ratio = atari_best["process"] / atari_best["local"]
                     check("preprocessed Pong, RemoteEnv / in-process", ratio, ">= 0.5", ratio >= 0.5)
         cart8 = parallel(url, "CartPole-v1", 8, seconds)
-        rows.append(("8 clients on 8 CartPole instances, aggregate", f"{cart8:,.0f} steps/s", f"{cart8 / single:.2f} x one client"))
+        rows.append(("8 client threads (one process) on 8 CartPole instances, aggregate", f"{cart8:,.0f} steps/s",
+                     f"{cart8 / single:.2f} x one client"))
+        # Actors in processes of their own: where the server process's CPU per step caps a node.
+        actors: dict[tuple[str, int], tuple[float, float, float]] = {}
+        for _ in range(rounds):
+            for name, address, pid in (("handoff", url, server.pid), ("relay", relay_url, relay.pid)):
+                for clients in (1, 8):
+                    # Long enough for /proc's CPU ticks (10 ms) to count the server's share.
+                    got = client_processes(address, pid, "CartPole-v1", clients, 0.5 if args.quick else max(seconds, 3.0))
+                    if got[0] > actors.get((name, clients), (0.0,))[0]:
+                        actors[name, clients] = got
+        for name, what in (("handoff", "--isolation process"), ("relay", "--handoff off")):
+            for clients in (1, 8):
+                rate_, server_cpu, instance_cpu = actors[name, clients]
+                rows.append((f"{clients} client process{'es' if clients > 1 else ''} on {clients} CartPole instance{'s' if clients > 1 else ''}, "
+                             f"{what}: server CPU {server_cpu * 1e6:,.1f} us a step, instance processes {instance_cpu * 1e6:,.1f} us",
+                             f"{rate_:,.0f} steps/s", f"server CPU {server_cpu / max(instance_cpu, 1e-9):.3f} x instances'"))
+        server_cpu, instance_cpu = actors["handoff", 8][1:]
+        share = server_cpu / max(instance_cpu, 1e-9)
+        check("8 client processes: server CPU / instance CPU a step", share, "<= 0.1", share <= 0.1)
+        # An old-style binding: one connection, several instances in turn (it stays with the server, relayed).
+        robin = {name: max(sequential(address, "CartPole-v1", 4, seconds) for _ in range(rounds))
+                 for name, address in (("handoff", url), ("relay", relay_url))}
+        rows.append(("one client stepping 4 CartPole instances round-robin over one connection", f"{robin['handoff']:,.0f} steps/s",
+                     f"{robin['handoff'] / robin['relay']:.2f} x the same with --handoff off"))
         sleepy_seconds = 0.2 if args.quick else max(seconds, 0.5)  # a few rounds of 20 ms steps at least
         sleepy_seq = sequential(url, "Bench/Sleepy-v0", 8, sleepy_seconds)
         sleepy_par = parallel(url, "Bench/Sleepy-v0", 8, sleepy_seconds)
@@ -688,7 +775,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(("  and its instance process's own (private) memory", f"{own / 2**20:,.1f} MiB",
                              f"{resident / 2**20:,.0f} MiB resident, the rest shared with the starter"))
     finally:
-        for proc, address in ((server, url), (threads, threads_url), (still, still_url)):
+        for proc, address in ((server, url), (relay, relay_url), (threads, threads_url), (still, still_url)):
             with client.Client(address) as c:
                 c.shutdown_server()
             proc.wait(30)
