@@ -1734,11 +1734,41 @@ class EnvSide:
 # files; no env object is reachable from it, only a pid and a socket.
 #
 # The message protocol, on an instance's socket: the server sends
-# (op, args), where op names an EnvSide method (or "make"); the instance
-# answers (True, value) or (False, error parts).  Every message is a 4-byte
-# little-endian length and a pickle: both ends are this file's code, and the
-# socket is private to the pair.  The control socket carries the same
-# framing, plus the instance's socket (SCM_RIGHTS) with each "start".
+# (op, args), where op names an EnvSide method (or "make", or "adopt"); the
+# instance answers (True, value) or (False, error parts).  Every message is
+# a 4-byte little-endian length and a pickle: both ends are this file's
+# code, and the socket is private to the pair.  The control socket carries
+# the same framing, plus the instance's socket (SCM_RIGHTS) with each "start".
+#
+# Who owns a client's connection, and when (--handoff on, the default):
+#
+#   * The server, at first: its thread reads each request and answers it,
+#     relaying env calls to the instance's process as above.
+#   * After HANDOFF_AFTER steps or resets in a row for one instance (an actor
+#     stepping its env), that instance's process.  The server's thread sends
+#     "adopt" with three descriptors (SCM_RIGHTS): the client's socket, one
+#     end of a new report socket, and the busy page; and with them the bytes
+#     it had read ahead and the settings the edge needs (token, origins,
+#     limits).  Then it waits on the report socket.  The process reads that
+#     connection itself and answers the requests for its own instance (step,
+#     reset, spaces, sample, contains, render) with the server's own code:
+#     the same read_head, Edge, dispatch and response_bytes.  One hop a step.
+#   * The server again, when a request on it is for anything else (another
+#     instance, a create, the list, a close, the dashboard), or the server
+#     asks for it: the process sends "returned" with the bytes it had read of
+#     the next request, and the server's thread goes on from there.
+#
+# On the report socket the process sends ("ledger" | "reported" |
+# "returned", [bytes,] | "closed", ledger, polls): what the server counts
+# (steps, episodes and resets with their times, last activity, whether the
+# env needs a reset or is broken), every REPORT_SECONDS, before the reply
+# that ends an episode while a monitor records, and when asked.  The server
+# sends ("report",), a look at the details, or ("release",): a close, a
+# monitor's start or end, a shutdown.  The busy page, shared memory, holds
+# the request the process is serving and since when: the server reads it to
+# hold it to --env-timeout and --max-env-memory, to answer it if the process
+# dies (a JSON 500 naming the signal, on the client's own connection), and
+# to drain at shutdown, all without a message a request.
 
 _LENGTH = struct.Struct("<I")
 

@@ -2162,7 +2162,10 @@ class TestBenchmark(unittest.TestCase):
                              capture_output=True, text=True, timeout=120)
         self.assertEqual(out.returncode, 0, out.stderr[-2000:])
         for row in ("in-process", "bare TCP", "client.Client", "64 envs, list", "64 envs, base64",
-                    "210x160x3 uint8 frames, list", "210x160x3 uint8 frames, base64", "8 clients on 8 CartPole",
+                    "210x160x3 uint8 frames, list", "210x160x3 uint8 frames, base64", "8 client threads (one process) on 8 CartPole",
+                    "8 client processes on 8 CartPole instances, --isolation process: server CPU",
+                    "8 client processes on 8 CartPole instances, --handoff off", "--handoff off (every request relayed",
+                    "round-robin over one connection",
                     "20 ms env", "memory per idle", "the step floor", "the polling step floor", "--isolation thread",
                     "CPU-heavy env", "2 clients on 2 instances, --isolation process", "create a CartPole instance",
                     "instance process's own", "client.RemoteEnv", "client.RemoteVectorEnv (a VectorEnv), 64",
