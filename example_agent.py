@@ -29,6 +29,8 @@ def run(url: str, env_id: str, episodes: int, monitor: str | None = None, seed: 
     with Client(url, token=token) as client:
         instance_id = client.env_create(env_id, seed=seed, kwargs={"render_mode": "rgb_array"} if fps else None)
         try:
+            if seed is not None:  # the server's action space too, so that a seeded run plays the same episodes
+                client.space_sample(instance_id, "action", seed=seed)
             if monitor:
                 client.env_monitor_start(instance_id, monitor, force=True)
             for episode in range(episodes):
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:5000", help="server URL (default: %(default)s)")
     parser.add_argument("--env", default="CartPole-v1", help="environment id (default: %(default)s)")
     parser.add_argument("--episodes", type=int, default=5, help="episodes to play (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the first reset (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the first reset and of the actions, so that a run repeats (default: %(default)s)")
     parser.add_argument("--monitor", metavar="DIR", default=None, help="record episode stats into DIR on the server (default: off)")
     parser.add_argument("--token", default=os.environ.get("GYMHTTP_TOKEN"), help="server token (default: $GYMHTTP_TOKEN)")
     parser.add_argument("--render", action="store_true",

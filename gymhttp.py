@@ -7,12 +7,15 @@ work unchanged, and runs on today's Gymnasium and numpy.
 This is one file that you can copy into a project: standard library +
 gymnasium + numpy, nothing else.  By default each instance runs in a process
 of its own (see "Instance processes" below), so that an env that crashes,
-hangs or leaks stays with its instance and envs step on every core.
+hangs or leaks stays with its instance and envs step on every core; a
+client stepping one instance is answered by that process directly.
 
     python gymhttp.py --port 5000
 
 then open http://127.0.0.1:5000/ for a live dashboard of the instances, or
-GET /v1/openapi.json for the API's OpenAPI 3.1 description.
+GET /v1/openapi.json for the API's OpenAPI 3.1 description.  The details
+are in the project's docs/: server.md (the command line), api.md (every
+route), isolation.md, performance.md, security.md, cluster.md, suites.md.
 
 License: MIT (see LICENSE).
 """
@@ -5634,7 +5637,8 @@ def _raise_open_files_limit() -> None:
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="gymhttp", description="Serve Gymnasium environments over HTTP/JSON (the v1 gym-http-api)."
+        prog="gymhttp", description="Serve Gymnasium environments over HTTP/JSON (the v1 gym-http-api).",
+        epilog="Details of every flag: docs/server.md; the API: docs/api.md; limits and the token: docs/security.md.",
     )
     parser.add_argument("--version", action="version", version=f"gymhttp {__version__}")
     parser.add_argument("-l", "--listen", default=DEFAULT_HOST, metavar="HOST", help="address to listen on (default: %(default)s)")

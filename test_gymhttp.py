@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -5573,7 +5574,7 @@ NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/sbin/ngi
 
 @unittest.skipUnless(NGINX, "nginx is not installed (apt-get install -y nginx-light); .ci/run installs it")
 class TestCluster(unittest.TestCase):
-    """Two nodes and nginx on loopback ports, started the way README says."""
+    """Two nodes and nginx on loopback ports, started the way docs/cluster.md says."""
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="gymhttp-cluster-")
@@ -5708,17 +5709,26 @@ def http_json(base: str, method: str, path: str, body=None):
 
 
 # ---------------------------------------------------------------------------
-# README: its examples run
+# README and docs/: their examples run, their links resolve
 # ---------------------------------------------------------------------------
 
+DOC_PAGES = ["README.md"] + sorted(os.path.join("docs", f) for f in os.listdir(os.path.join(HERE, "docs")) if f.endswith(".md"))
 
-def readme_commands(text: str) -> list[tuple[str, list[str]]]:
-    """(command, expected output lines) of every ```sh block that calls curl,
-    in README order, shutdown last.  A command's output is the "# " lines
-    right under it; a command may go on over lines ending in a backslash."""
+
+def read_page(page: str) -> str:
+    with open(os.path.join(HERE, page), encoding="utf-8") as f:
+        return f.read()
+
+
+def doc_commands(text: str) -> list[tuple[str, list[str]]]:
+    """(command, expected output lines) of every ```sh block that calls curl
+    or example_agent.py, in page order, shutdown last.  A command's output is
+    the "# " lines right under it; a command may go on over lines ending in a
+    backslash."""
     import re
 
-    blocks = [m.group(1) for m in re.finditer(r"```sh\n(.*?)```", text, re.S) if re.search(r"^curl |\$\(curl ", m.group(1), re.M)]
+    blocks = [m.group(1) for m in re.finditer(r"```sh\n(.*?)```", text, re.S)
+              if re.search(r"^curl |\$\(curl |^python example_agent\.py ", m.group(1), re.M)]
     blocks.sort(key=lambda b: "/v1/shutdown/" in b)
     commands: list[tuple[str, list[str]]] = []
     for block in blocks:
@@ -5738,11 +5748,11 @@ def readme_commands(text: str) -> list[tuple[str, list[str]]]:
 DECIMAL = r"-?\d+\.\d+(?:e[-+]?\d+)?"
 
 
-def readme_pattern(expected: str) -> tuple[str, list[str]]:
-    """A regex for an output as README shows it, and the decimals it shows.
-    ... (or …) stands for anything; each decimal is captured, to compare at
-    the precision shown (0.0137 for 0.013696168549358845); instance ids,
-    Unix times, pids and memory sizes are whatever they are."""
+def doc_pattern(expected: str) -> tuple[str, list[str]]:
+    """A regex for an output as a page shows it, and the decimals it shows.
+    ... (or …) stands for anything; each decimal is captured, to compare
+    with what the server printed; instance ids, Unix times, pids and memory
+    sizes are whatever they are."""
     import re
 
     parts, decimals = [], []
@@ -5761,21 +5771,27 @@ def readme_pattern(expected: str) -> tuple[str, list[str]]:
     return re.sub(r'("(?:pid|rss)":)\d+', r"\1\\d+", "".join(parts)), decimals
 
 
-def same_at_precision(got: str, shown: str) -> bool:
-    """Whether a number is the one shown, rounded as shown."""
-    digits = len(shown.split("e")[0].split(".")[1])
-    scale = 10 ** int(shown.split("e")[1]) if "e" in shown else 1
-    return abs(float(got) - float(shown)) <= 0.5 * 10 ** -digits * scale * (1 + 1e-9)
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings."""
+    import re
+
+    anchors, fenced = set(), False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#+ ", line):
+            anchors.add(re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-"))
+    return anchors
 
 
-class TestReadmeExamples(unittest.TestCase):
-    def test_every_curl_example_runs_and_shows_what_it_gets(self):
+class TestDocs(unittest.TestCase):
+    """Every page's curl and agent examples run against a fresh server and
+    print what the page shows; every relative link leads somewhere."""
+
+    def run_page(self, page: str, commands: list[tuple[str, list[str]]]) -> None:
         import re
 
-        with open(os.path.join(HERE, "README.md")) as f:
-            commands = readme_commands(f.read())
-        self.assertGreater(len(commands), 20)
-        work = tempfile.mkdtemp(prefix="gymhttp-readme-")
+        work = tempfile.mkdtemp(prefix="gymhttp-docs-")
         self.addCleanup(shutil.rmtree, work, True)
         env = dict(os.environ)
         env.pop("GYMHTTP_TOKEN", None)
@@ -5783,10 +5799,16 @@ class TestReadmeExamples(unittest.TestCase):
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.addCleanup(lambda: (proc.poll() is None and proc.kill(), proc.wait(10), proc.stdout.close()))
         port = wait_for_line(proc).split(" serving on ")[1].split()[0].rstrip("/").rsplit(":", 1)[1]
+        # Every example that makes an instance closes it: the list is empty before the shutdown (or at the end).
+        last = next((k for k, (c, _) in enumerate(commands) if "/v1/shutdown/" in c), len(commands))
+        commands = commands[:last] + [("curl localhost:5000/v1/envs/", ['{"all_envs":{}}'])] + commands[last:]
         script = ["set -u"]
         for k, (command, _) in enumerate(commands):
             command = command.replace("localhost:5000", f"localhost:{port}").replace("/tmp/run1", os.path.join(work, "run1"))
-            if command.startswith("curl ") and " -w " not in command and "|" not in command:  # each curl tells its status
+            if command.startswith("python example_agent.py "):  # a --render agent at 30 steps a second would take minutes
+                command = (f"{shlex.quote(sys.executable)} {shlex.quote(os.path.join(HERE, 'example_agent.py'))} --url http://localhost:{port}"
+                           + command[len("python example_agent.py"):] + (" --fps 2000" if "--render" in command else ""))
+            elif command.startswith("curl ") and " -w " not in command and "|" not in command:  # each curl tells its status
                 command = "curl -s -w '\\n@@STATUS %{http_code}\\n' " + command[5:]
             script.append(f"echo '@@COMMAND {k}'\n{command}\necho \"@@EXIT $?\"")
         out = subprocess.run(["bash", "-c", "\n".join(script)], cwd=work, capture_output=True, text=True, timeout=120)
@@ -5794,14 +5816,14 @@ class TestReadmeExamples(unittest.TestCase):
         results = {int(k): text for k, text in zip(sections[::2], sections[1::2])}
         self.assertEqual(len(results), len(commands), out.stderr[-2000:])
         for k, (command, expected) in enumerate(commands):
-            with self.subTest(command=command[:90]):
+            with self.subTest(page=page, command=command[:90]):
                 text = results[k]
                 self.assertRegex(text, r"@@EXIT 0\n$", text)
                 body = text.rsplit("@@EXIT", 1)[0]
                 status = re.search(r"@@STATUS (\d+)", body)
                 body = re.sub(r"\n?@@STATUS \d+\n", "", body)
                 wanted = " ".join(expected)
-                if status:  # the status README names ("# 410 {...}"), else a success
+                if status:  # the status the page names ("# 410 {...}"), else a success
                     code = re.match(r"(\d{3})(?:\s|$)", wanted)
                     if code:
                         self.assertEqual(int(status.group(1)), int(code.group(1)), body)
@@ -5809,14 +5831,77 @@ class TestReadmeExamples(unittest.TestCase):
                     else:
                         self.assertLess(int(status.group(1)), 400, body)
                 if wanted:
-                    pattern, decimals = readme_pattern(wanted)
+                    pattern, decimals = doc_pattern(wanted)
                     match = re.fullmatch(pattern, re.sub(r"\s+", "", body))
-                    self.assertIsNotNone(match, f"{body!r} is not what README shows: {wanted!r}")
-                    for got, shown in zip(match.groups(), decimals):
-                        self.assertTrue(same_at_precision(got, shown), f"{got} is not {shown}, in {body!r}")
-        with open(os.path.join(work, "frame.png"), "rb") as f:
-            self.assertEqual(png_pixels(f.read()).shape, (400, 600, 3))  # the frame example wrote a frame, not an error
-        self.assertEqual(proc.wait(20), 0)  # its shutdown example stopped it
+                    self.assertIsNotNone(match, f"{body!r} is not what {page} shows: {wanted!r}")
+                    for got, shown in zip(match.groups(), decimals):  # the very digits the server printed
+                        self.assertEqual(got, shown, f"{got} is not {shown}, in {body!r}")
+        frame = os.path.join(work, "frame.png")
+        if any("frame.png" in c for c, _ in commands):
+            with open(frame, "rb") as f:
+                self.assertEqual(png_pixels(f.read()).shape, (400, 600, 3))  # the frame example wrote a frame, not an error
+        if last < len(commands) - 1:
+            self.assertEqual(proc.wait(20), 0)  # its shutdown example stopped it
+
+    def test_every_example_runs_and_shows_what_it_gets(self):
+        ran = 0
+        for page in DOC_PAGES:
+            commands = doc_commands(read_page(page))
+            if commands:
+                self.run_page(page, commands)
+                ran += len(commands)
+        self.assertGreater(ran, 30)
+
+    def test_python_examples_run_and_close_what_they_make(self):
+        import re
+
+        url = self.server_url()
+        for page in DOC_PAGES:
+            for code in re.findall(r"```python\n(.*?)```", read_page(page), re.S):
+                with self.subTest(page=page, code=code[:60]):
+                    out = subprocess.run([sys.executable, "-c", code.replace("http://127.0.0.1:5000", url)], cwd=HERE,
+                                         capture_output=True, text=True, timeout=120, env=dict(os.environ, SDL_VIDEODRIVER="dummy"))
+                    self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+                    with client.Client(url) as c:
+                        self.assertEqual(c.env_list_all(), {}, "the example left an instance open")
+
+    def server_url(self) -> str:
+        server = gymhttp.make_server("127.0.0.1", 0)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(lambda: (server.shutdown(), server.server_close(), thread.join(10)))
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    def test_every_page_is_linked_from_readme_and_every_link_resolves(self):
+        import re
+
+        readme = read_page("README.md")
+        for page in DOC_PAGES[1:]:
+            self.assertIn(f"]({page})", readme, f"README does not link {page}")
+        for page in DOC_PAGES:
+            text = re.sub(r"```.*?```", "", read_page(page), flags=re.S)
+            for target in re.findall(r"\]\(([^)\s]+)\)", text):
+                if re.match(r"[a-z]+:", target):
+                    continue
+                with self.subTest(page=page, link=target):
+                    path, _, anchor = target.partition("#")
+                    path = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
+                    self.assertTrue(os.path.exists(os.path.join(HERE, path)), f"{page} links {target}, which is not there")
+                    if anchor:
+                        self.assertIn(anchor, heading_anchors(read_page(path)), f"{page} links {target}: no such heading")
+
+    def test_readme_lists_every_route_once(self):
+        import re
+
+        listed = re.findall(r"^\| `(GET|POST) ([^`]+)` \|", read_page("README.md"), re.M)
+
+        def key(method, path):
+            return method, re.sub(r"<[^>]+>|\{[^}]+\}", "*", path).rstrip("/")
+
+        self.assertEqual(sorted(key(m, p) for m, p in listed), sorted(key(m, p) for m, p, _ in gymhttp.ROUTES))
+
+    def test_readme_is_short(self):
+        self.assertLessEqual(read_page("README.md").count("\n"), 300)
 
 
 # ---------------------------------------------------------------------------
