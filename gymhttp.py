@@ -436,8 +436,9 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 def json_depth(text: bytes) -> int:
     """How deep arrays and objects nest in JSON ``text`` (a bound, exact for
     valid JSON), from the text alone: decoding it deeper would recurse."""
-    if text.count(b"[") + text.count(b"{") <= MAX_JSON_DEPTH:
-        return min(MAX_JSON_DEPTH, text.count(b"[") + text.count(b"{"))  # the usual case: no deeper than that
+    opened = text.count(b"[") + text.count(b"{")
+    if opened <= MAX_JSON_DEPTH:
+        return opened  # the usual case: no deeper than that
     brackets = np.frombuffer(_JSON_STRING.sub(b"", text).translate(None, _NOT_BRACKETS), np.uint8)
     if not brackets.size:
         return 0
@@ -1573,14 +1574,20 @@ class EnvSide:
             if info and self.info is not None:
                 info = self.info(info)
             array = self.array
-            if array is raw_envelope and not ended:
-                none = raw_false_envelope(self.num_envs)
-                reply = {"observation": self.observation.encode(observation), "reward": array(reward),
-                         "done": none, "terminated": none, "truncated": none, "info": info}
-            else:
+            if array is not raw_envelope:
                 reply = {"observation": self.observation.encode(observation), "reward": array(reward), "done": array(done),
                          "terminated": array(terminated), "truncated": array(truncated), "info": info}
-            return episodes, encode_json(reply), reset_first
+                return episodes, encode_json(reply), reset_first
+            if ended:
+                flags = (b',"done":', array(done), b',"terminated":', array(terminated), b',"truncated":', array(truncated))
+            else:
+                none = raw_false_envelope(self.num_envs)
+                flags = (b',"done":', none, b',"terminated":', none, b',"truncated":', none)
+            # Assembled here, as for one env: the encoder would walk a dict for the same bytes.
+            return episodes, b"".join((
+                b'{"observation":', _encode_value(self.observation.encode(observation)), b',"reward":', array(reward),
+                *flags, b',"info":', _encode_value(info) if info else b"{}", b"}",
+            )), reset_first
         given, reward, terminated, truncated = reward, float(reward), bool(terminated), bool(truncated)
         done = terminated or truncated
         episodes = self._count(reward, done)
