@@ -105,6 +105,7 @@ DEFAULT_SPIN_US = 500
 SOLE_SECONDS = 0.1  # a connection is polled for once it has been the only one sending POSTs this long
 HANDOFF_AFTER = 2  # steps or resets in a row for one instance: then its process takes the connection over
 REPORT_SECONDS = 0.05  # how often an instance process reports what it did on the connections it owns
+WORKERS_RELIST = 2.0  # seconds between listings of an async vector's workers, for --max-env-memory
 OWNED_REPORT_WAIT = 0.5  # seconds a look at an instance waits for its process to hand its connections back
 # The OS preempting a spinning thread often means other processes need the
 # core (see _spin_for_request); a thread with a core to itself is preempted
@@ -2010,11 +2011,16 @@ def _prctl(option: int, value: int) -> bool:
 
 def _children(parent: int) -> list[int]:
     """The pids of a process's living children, from /proc (Linux)."""
-    found = []
+    return _children_index().get(parent, [])
+
+
+def _children_index() -> dict[int, list[int]]:
+    """Every living process's children, by parent pid, from one scan of /proc (Linux)."""
+    index: dict[int, list[int]] = {}
     try:
         names = os.listdir("/proc")
     except OSError:
-        return found
+        return index
     for name in names:
         if name.isdigit():
             try:
@@ -2022,9 +2028,9 @@ def _children(parent: int) -> list[int]:
                     fields = f.read().rsplit(b")", 1)[1].split()
             except (OSError, IndexError):
                 continue
-            if int(fields[1]) == parent and fields[0] != b"Z":
-                found.append(int(name))
-    return found
+            if fields[0] != b"Z":
+                index.setdefault(int(fields[1]), []).append(int(name))
+    return index
 
 
 def _end_adopted(keep: Any = (), seconds: float = 2.0) -> None:
@@ -2158,6 +2164,20 @@ def _starter_main(sock: socket.socket, settings: dict) -> None:
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _pid_rss(pid: int) -> int | None:
+    """A process's resident memory in bytes, or None if it is gone."""
+    try:  # opened each time: an fd per instance would add up to thousands
+        fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return _statm_rss(fd)
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def _statm_rss(fd: int) -> int:
@@ -2827,8 +2847,10 @@ class ProcessRunner:
         self.busy = False  # a call is in flight
         self.ended: str | None = None  # "was killed by SIGSEGV during step", once it has
         self.why: str | None = None  # why the server killed it: timeout, memory, closed, shutdown
-        self.held = 0  # its RSS when the server killed it for memory
+        self.held = 0  # its memory (see memory()) when the server killed it for memory
         self.page: BusyPage | None = None  # shared with the process once it owns a connection
+        self.workers: dict[int, int] | None = None  # an async vector's worker pids -> their RSS when first seen
+        self._workers_seen = -math.inf  # time.monotonic() when its children were last listed
         self.runners.add(self)
 
     def adopt(self, connection: socket.socket, report: socket.socket, already: bytes, peer: str, settings: dict) -> None:
@@ -2936,18 +2958,29 @@ class ProcessRunner:
 
     def rss(self) -> int | None:
         """The process's resident memory in bytes, or None once it ended."""
-        if self.ended is not None:
-            return None
-        try:  # opened each time: an fd per instance would add up to thousands
-            fd = os.open(f"/proc/{self.pid}/statm", os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            return _statm_rss(fd)
-        except (OSError, ValueError, IndexError):
-            return None
-        finally:
-            os.close(fd)
+        return None if self.ended is not None else _pid_rss(self.pid)
+
+    def memory(self, children: Callable[[int], list[int]] | None = None) -> int | None:
+        """What --max-env-memory holds the instance to: its process's RSS,
+        and for an async vector what each of its workers has grown since it
+        was first seen (their RSS then is mostly pages shared with this
+        process, which a sum would count once a worker).  ``children`` lists
+        a pid's children (one scan of /proc for all the instances)."""
+        rss = self.rss()
+        if rss is None or self.workers is None:
+            return rss
+        if time.monotonic() - self._workers_seen > WORKERS_RELIST:  # listing /proc costs; workers live as long as the vector
+            self.list_workers(children or _children)
+        for pid, first in self.workers.items():
+            rss += max(0, (_pid_rss(pid) or first) - first)
+        return rss
+
+    def list_workers(self, children: Callable[[int], list[int]] | None = None) -> None:
+        """Find an async vector's workers (once its make is done, and now and
+        then after), each with its RSS when first seen."""
+        self._workers_seen = time.monotonic()
+        known = self.workers or {}
+        self.workers = {pid: known.get(pid) or _pid_rss(pid) or 0 for pid in (children or _children)(self.pid)}
 
 
 class Owner:
@@ -5358,8 +5391,13 @@ class GymHTTPServer(ThreadingHTTPServer):
             return runner, facts
         pid, sock = self.starter.start()
         runner = ProcessRunner(self, pid, sock)
+        if make_args[3] > 1 and make_args[4] == "async":  # workers of its own, which --max-env-memory counts too
+            runner.workers = {}
         try:
-            return runner, runner.call("make", *make_args, watch=watch)
+            facts = runner.call("make", *make_args, watch=watch)
+            if runner.workers is not None:  # they are all there once the vector is made
+                runner.list_workers()
+            return runner, facts
         except BaseException:
             runner.finish()
             raise
@@ -5463,15 +5501,22 @@ class GymHTTPServer(ThreadingHTTPServer):
             rounds += 1
             everyone = rounds % round(1 / MEMORY_POLL) == 0
             now = time.monotonic()
+            index: list[dict] = []  # /proc scanned at most once a round, when an async vector's workers are looked for
+
+            def children(pid: int) -> list[int]:
+                if not index:
+                    index.append(_children_index())
+                return index[0].get(pid, [])
+
             for runner in list(self.runners):  # a copy: creates and ends change the set meanwhile
                 owned = runner.owned_busy()
                 if owned is not None and self.env_timeout is not None and now - owned[1] > self.env_timeout:
                     runner.kill("timeout")
                     continue
                 if limit is not None and (runner.busy or owned is not None or everyone):
-                    rss = runner.rss()
-                    if rss is not None and rss > limit:
-                        runner.held = rss
+                    held = runner.memory(children)
+                    if held is not None and held > limit:
+                        runner.held = held
                         runner.kill("memory")
 
     def _reap_loop(self) -> None:

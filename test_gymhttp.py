@@ -2637,6 +2637,20 @@ class TestProcessMemory(IsolationTestCase):
         os.remove(marker)
         self.assertEqual(self.post(f"/v1/envs/{iid}/reset/")[0], 200)  # and a reset after that works
 
+    def test_an_async_vectors_workers_count_toward_the_limit(self):
+        # Its sub-envs live in worker processes of the instance's own: what they grow is the instance's memory.
+        limit = self.server_options["max_env_memory"]
+        iid = self.create("GymHTTPTest/Misbehaving-v0", num_envs=2, vectorization_mode="async",
+                          kwargs={"how": "balloon", "balloon_mib": limit // 2 + 50})  # neither worker alone goes past
+        pid = self.get(f"/v1/envs/{iid}/")[2]["pid"]
+        workers = gymhttp._children(pid)
+        self.assertEqual(len(workers), 2)
+        started = time.monotonic()
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": [1, 1]}), 500, f"--max-env-memory {limit} MiB", "was killed")
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertTrue(wait_for(lambda: not any(map(process_alive, workers))), "the workers outlived their instance's process")
+        self.assertEqual(self.post(f"/v1/envs/{iid}/close/")[0], 204)
+
     def test_memory_grown_inside_one_long_call_is_caught(self):
         limit = self.server_options["max_env_memory"]
         iid = self.misbehaving("balloon", balloon_mib=limit)  # then a 30 s wait: only the server's poll can see it
@@ -2814,6 +2828,15 @@ def wait_for(condition: Callable[[], Any], seconds: float = 5.0) -> Any:
     while not (value := condition()) and time.monotonic() < deadline:
         time.sleep(0.005)
     return value
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process runs (a zombie waiting for a parent that is gone counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def cpu_seconds(pid: int) -> float:
@@ -4083,16 +4106,10 @@ class TestServerProcess(unittest.TestCase):
 
     def assertAllGone(self, pids: list[int], seconds: float = 5.0) -> None:
         """Every process ended (a zombie waiting for a parent that is gone counts as ended)."""
-        def alive(pid):
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-            except OSError:
-                return False
         deadline = time.monotonic() + seconds
-        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(map(process_alive, pids)) and time.monotonic() < deadline:
             time.sleep(0.02)
-        self.assertEqual([p for p in pids if alive(p)], [])
+        self.assertEqual([p for p in pids if process_alive(p)], [])
 
     def test_nothing_an_instance_started_outlives_its_close(self):
         proc, url = self.start()
