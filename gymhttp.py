@@ -2911,7 +2911,8 @@ class ProcessRunner:
             mib = self.starter.settings["max_memory"] >> 20
             return EnvFailure(
                 HTTPStatus.INTERNAL_SERVER_ERROR,
-                f"The environment's process (pid {pid}) went past --max-env-memory {mib} MiB (it held {self.held >> 20} MiB) "
+                f"The environment's process (pid {pid}) went past --max-env-memory {mib} MiB (it held {self.held >> 20} MiB"
+                f"{', its workers included' if self.workers else ''}) "
                 f"during {op}, and was killed; {BROKEN}",
                 f"process went past --max-env-memory {mib} MiB during {op}", dead=True,
             )

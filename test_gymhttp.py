@@ -2646,7 +2646,8 @@ class TestProcessMemory(IsolationTestCase):
         workers = gymhttp._children(pid)
         self.assertEqual(len(workers), 2)
         started = time.monotonic()
-        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": [1, 1]}), 500, f"--max-env-memory {limit} MiB", "was killed")
+        self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": [1, 1]}), 500, f"--max-env-memory {limit} MiB",
+                         "its workers included", "was killed")
         self.assertLess(time.monotonic() - started, 10)
         self.assertTrue(wait_for(lambda: not any(map(process_alive, workers))), "the workers outlived their instance's process")
         self.assertEqual(self.post(f"/v1/envs/{iid}/close/")[0], 204)
