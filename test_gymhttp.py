@@ -2644,7 +2644,7 @@ class TestProcessMemory(IsolationTestCase):
                           kwargs={"how": "balloon", "balloon_mib": limit // 2 + 50})  # neither worker alone goes past
         pid = self.get(f"/v1/envs/{iid}/")[2]["pid"]
         workers = gymhttp._children(pid)
-        self.assertEqual(len(workers), 2)
+        self.assertGreaterEqual(len(workers), 2)  # the two workers (and a resource tracker, where multiprocessing starts one)
         started = time.monotonic()
         self.assertError(self.post(f"/v1/envs/{iid}/step/", {"action": [1, 1]}), 500, f"--max-env-memory {limit} MiB",
                          "its workers included", "was killed")
