@@ -1575,19 +1575,16 @@ class EnvSide:
             if info and self.info is not None:
                 info = self.info(info)
             array = self.array
-            if array is not raw_envelope:
-                reply = {"observation": self.observation.encode(observation), "reward": array(reward), "done": array(done),
-                         "terminated": array(terminated), "truncated": array(truncated), "info": info}
-                return episodes, encode_json(reply), reset_first
-            if ended:
-                flags = (b',"done":', array(done), b',"terminated":', array(terminated), b',"truncated":', array(truncated))
+            if array is raw_envelope and not ended:
+                done = terminated = truncated = raw_false_envelope(self.num_envs)
             else:
-                none = raw_false_envelope(self.num_envs)
-                flags = (b',"done":', none, b',"terminated":', none, b',"truncated":', none)
+                done, terminated, truncated = array(done), array(terminated), array(truncated)
             # Assembled here, as for one env: the encoder would walk a dict for the same bytes.
             return episodes, b"".join((
-                b'{"observation":', _encode_value(self.observation.encode(observation)), b',"reward":', array(reward),
-                *flags, b',"info":', _encode_value(info) if info else b"{}", b"}",
+                b'{"observation":', _encode_value(self.observation.encode(observation)),
+                b',"reward":', _encode_value(array(reward)), b',"done":', _encode_value(done),
+                b',"terminated":', _encode_value(terminated), b',"truncated":', _encode_value(truncated),
+                b',"info":', _encode_value(info) if info else b"{}", b"}",
             )), reset_first
         given, reward, terminated, truncated = reward, float(reward), bool(terminated), bool(truncated)
         done = terminated or truncated
@@ -1889,7 +1886,9 @@ class ClientGone(Exception):
 def _hung_up(sock: socket.socket) -> bool:
     """Whether the peer of a connection has closed it (nothing left to read)."""
     try:
-        if not select.select([sock], [], [], 0)[0]:
+        poller = select.poll()  # not select(): a server's descriptors go past its 1023
+        poller.register(sock, select.POLLIN)
+        if not poller.poll(0):
             return False
         return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
@@ -2971,7 +2970,7 @@ class ProcessRunner:
         if rss is None or self.workers is None:
             return rss
         if time.monotonic() - self._workers_seen > WORKERS_RELIST:  # listing /proc costs; workers live as long as the vector
-            self.list_workers(children or _children)
+            self.list_workers(children)
         for pid, first in self.workers.items():
             rss += max(0, (_pid_rss(pid) or first) - first)
         return rss
@@ -3920,8 +3919,9 @@ def route_monitor_start(server: GymHTTPServer, request: Request, instance_id: st
 
 def route_monitor_close(server: GymHTTPServer, request: Request, instance_id: str) -> None:
     request.optional_params
-    _touch(server, instance_id).release_owners(OWNED_REPORT_WAIT)  # every episode reaches the files
-    with _touch(server, instance_id) as instance:
+    instance = _touch(server, instance_id)
+    instance.release_owners(OWNED_REPORT_WAIT)  # every episode reaches the files
+    with instance:
         try:
             # Finishes the last video, which the manifest then lists; an env that died took its video along.
             if instance.monitor is not None and instance.monitor.video_every and instance.runner.ended is None:
@@ -5502,12 +5502,10 @@ class GymHTTPServer(ThreadingHTTPServer):
             rounds += 1
             everyone = rounds % round(1 / MEMORY_POLL) == 0
             now = time.monotonic()
-            index: list[dict] = []  # /proc scanned at most once a round, when an async vector's workers are looked for
+            index = functools.cache(_children_index)  # /proc scanned at most once a round, when an async vector's workers are looked for
 
             def children(pid: int) -> list[int]:
-                if not index:
-                    index.append(_children_index())
-                return index[0].get(pid, [])
+                return index().get(pid, [])
 
             for runner in list(self.runners):  # a copy: creates and ends change the set meanwhile
                 owned = runner.owned_busy()

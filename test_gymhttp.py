@@ -5802,9 +5802,10 @@ def heading_anchors(text: str) -> set[str]:
     return anchors
 
 
-class TestDocs(unittest.TestCase):
+class TestDocs(ServerTestCase):
     """Every page's curl and agent examples run against a fresh server and
-    print what the page shows; every relative link leads somewhere."""
+    print what the page shows; the Python examples run against this class's
+    server; every relative link leads somewhere."""
 
     def run_page(self, page: str, commands: list[tuple[str, list[str]]]) -> None:
         import re
@@ -5873,22 +5874,13 @@ class TestDocs(unittest.TestCase):
     def test_python_examples_run_and_close_what_they_make(self):
         import re
 
-        url = self.server_url()
         for page in DOC_PAGES:
             for code in re.findall(r"```python\n(.*?)```", read_page(page), re.S):
                 with self.subTest(page=page, code=code[:60]):
-                    out = subprocess.run([sys.executable, "-c", code.replace("http://127.0.0.1:5000", url)], cwd=HERE,
+                    out = subprocess.run([sys.executable, "-c", code.replace("http://127.0.0.1:5000", self.base)], cwd=HERE,
                                          capture_output=True, text=True, timeout=120, env=dict(os.environ, SDL_VIDEODRIVER="dummy"))
                     self.assertEqual(out.returncode, 0, out.stderr[-2000:])
-                    with client.Client(url) as c:
-                        self.assertEqual(c.env_list_all(), {}, "the example left an instance open")
-
-    def server_url(self) -> str:
-        server = gymhttp.make_server("127.0.0.1", 0)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        self.addCleanup(lambda: (server.shutdown(), server.server_close(), thread.join(10)))
-        return f"http://127.0.0.1:{server.server_address[1]}"
+                    self.assertEqual(self.client.env_list_all(), {}, "the example left an instance open")
 
     def test_every_page_is_linked_from_readme_and_every_link_resolves(self):
         import re
